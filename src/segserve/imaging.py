@@ -1,0 +1,183 @@
+"""Image and mask I/O, validation, preprocessing and postprocessing.
+
+Serving and training both use these functions, so they can never disagree on what a pixel means.
+Images are RGB ``uint8`` arrays of shape (H, W, 3); class masks are ``uint8`` arrays of shape (H, W)
+holding class ids from :mod:`segserve.classes`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from segserve.classes import BACKGROUND, NUM_CLASSES, PALETTE
+from segserve.errors import InvalidInput, TooLarge
+
+MODEL_INPUT_SIZE = 256
+# Channel means of the ImageNet-trained ResNet50 ("caffe" preprocessing, BGR order), so that
+# models initialised from ImageNet weights and models trained from scratch see the same input.
+_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+
+# A ground-truth pixel farther than this (Euclidean, RGB) from every class colour and from black is
+# "unknown"; more than MAX_UNKNOWN_FRACTION of such pixels rejects the mask.
+MAX_COLOR_DISTANCE = 100.0
+MAX_UNKNOWN_FRACTION = 0.01
+
+
+def image_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
+    """Validate an encoded image's byte and pixel size from its header alone; return (width, height).
+
+    Raises InvalidInput for empty or undecodable data, TooLarge over either limit.
+    """
+    if not data:
+        raise InvalidInput("image is empty")
+    if len(data) > max_bytes:
+        raise TooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInput("image is not a PNG, JPEG, BMP, TIFF or WebP file that can be decoded") from exc
+    if width <= 0 or height <= 0:
+        raise InvalidInput(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise TooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels")
+    return width, height
+
+
+def decode_image(data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62) -> np.ndarray:
+    """Decode an encoded image into RGB uint8 (H, W, 3), after checking its limits from the header."""
+    image_size(data, max_bytes, max_pixels)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InvalidInput("image could not be decoded")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image file into RGB uint8 (H, W, 3)."""
+    with open(path, "rb") as f:
+        return decode_image(f.read())
+
+
+def resize_image(image: np.ndarray, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
+    """Resize RGB uint8 (H, W, 3) to (size, size, 3): area averaging when shrinking, bilinear when enlarging."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    interp = cv2.INTER_AREA if h * w > size * size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
+    """Resize a class mask (H, W) uint8 to (size, size) with nearest-neighbour, so no new ids appear."""
+    if mask.shape[:2] == (size, size):
+        return mask
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """Scale RGB uint8 images (..., H, W, 3) to the model's float32 input: BGR order, ImageNet means removed."""
+    return images[..., ::-1].astype(np.float32) - _BGR_MEAN
+
+
+def preprocess(image: np.ndarray, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of any size -> model input float32 (size, size, 3)."""
+    return normalize(resize_image(image, size))
+
+
+def postprocess(probs: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Class probabilities (h, w, C) float -> class mask (height, width) uint8 at the input's own size.
+
+    The probabilities are resized bilinearly before the argmax, which gives smoother borders than
+    resizing the argmax.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.shape[:2] != (height, width):
+        probs = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.argmax(probs, axis=-1).astype(np.uint8)
+
+
+def colors_to_mask(rgb: np.ndarray) -> np.ndarray:
+    """RGB mask in the dataset colours (H, W, 3) uint8 -> class mask (H, W) uint8.
+
+    Pure black is background; other colours go to the nearest class colour. Raises InvalidInput when more
+    than 1% of the pixels are far from every class colour (the file is not a mask in these colours).
+    """
+    refs = np.concatenate([PALETTE, np.zeros((1, 3), np.uint8)]).astype(np.int32)  # classes, then black
+    ids = np.append(np.arange(NUM_CLASSES), BACKGROUND).astype(np.uint8)
+    flat = rgb.reshape(-1, 3).astype(np.int32)
+    best = np.full(len(flat), np.iinfo(np.int32).max, dtype=np.int32)
+    nearest = np.zeros(len(flat), dtype=np.uint8)
+    for i, ref in enumerate(refs):  # one reference at a time keeps memory at O(pixels)
+        d2 = ((flat - ref) ** 2).sum(axis=1, dtype=np.int32)
+        closer = d2 < best
+        best[closer] = d2[closer]
+        nearest[closer] = i
+    unknown = best > MAX_COLOR_DISTANCE**2
+    if unknown.mean() > MAX_UNKNOWN_FRACTION:
+        raise InvalidInput(
+            f"ground truth has {unknown.mean():.1%} pixels far from every class colour "
+            f"(red corrosion, blue asset, green or black background); at most {MAX_UNKNOWN_FRACTION:.0%} is allowed"
+        )
+    return ids[nearest].reshape(rgb.shape[:2])
+
+
+def decode_mask(data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62) -> np.ndarray:
+    """Decode a ground truth: an RGB mask in the dataset colours or a single-channel class-id PNG.
+
+    Returns a class mask (H, W) uint8. Raises InvalidInput for anything that is not such a mask.
+    """
+    image_size(data, max_bytes, max_pixels)
+    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise InvalidInput("ground truth could not be decoded")
+    if raw.ndim == 2 or raw.shape[2] == 1:
+        ids = raw.reshape(raw.shape[:2])
+        if ids.max() >= NUM_CLASSES:
+            raise InvalidInput(
+                f"single-channel ground truth has value {int(ids.max())}; class ids must be 0..{NUM_CLASSES - 1}"
+            )
+        return ids.astype(np.uint8)
+    if raw.dtype != np.uint8:
+        raw = (raw / 257).astype(np.uint8)
+    rgb = cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB)
+    return colors_to_mask(rgb)
+
+
+def read_mask(path: str) -> np.ndarray:
+    """Read a ground-truth file into a class mask (H, W) uint8."""
+    with open(path, "rb") as f:
+        return decode_mask(f.read())
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """Class mask (H, W) uint8 -> RGB (H, W, 3) uint8 in the dataset colours."""
+    return PALETTE[mask]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend the colour mask over an RGB image of the same size; returns RGB uint8 (H, W, 3)."""
+    return cv2.addWeighted(image, 1.0 - alpha, colorize(mask), alpha, 0.0)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Encode a (H, W) uint8 or RGB (H, W, 3) uint8 array as PNG."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
+    """Encode an RGB (H, W, 3) uint8 array as JPEG."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()

@@ -1,0 +1,163 @@
+"""Segmentation metrics in two stages, pure NumPy: counts first (confusion matrices), then reductions.
+
+Zero-division rule: a ratio whose denominator is zero (a class absent from both truth and prediction
+for IoU and Dice, never predicted for precision, never true for recall) is NaN, "undefined", and the
+means skip it. The per-image "smoothed" metrics of the original project add 1e-7 to numerator and
+denominator instead, so an absent class scores 1 there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from segserve.classes import ASSET, CORROSION, NUM_CLASSES
+
+SMOOTH = 1e-7
+
+# ASTM D610 rust grades: grade g applies while the rusted share is at most _D610_LIMITS[10 - g].
+_D610_LIMITS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.10, 0.16, 0.33, 0.50)
+
+
+def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Count pixels by (true class, predicted class).
+
+    truth, pred: integer class masks of the same shape. Returns int64 (num_classes, num_classes),
+    rows = truth, columns = prediction.
+    """
+    truth = np.asarray(truth)
+    pred = np.asarray(pred)
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth {truth.shape} and prediction {pred.shape} differ in shape")
+    idx = truth.astype(np.int64).ravel() * num_classes + pred.astype(np.int64).ravel()
+    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full(np.broadcast(num, den).shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _counts(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.int64)
+    fp = cm.sum(axis=-2) - tp  # predicted as the class, truly another
+    fn = cm.sum(axis=-1) - tp  # truly the class, predicted as another
+    return tp, fp, fn
+
+
+def iou(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU = TP / (TP + FP + FN) from a confusion matrix (..., C, C); float64 (..., C), NaN if undefined."""
+    tp, fp, fn = _counts(cm)
+    return _ratio(tp, tp + fp + fn)
+
+
+def dice(cm: np.ndarray) -> np.ndarray:
+    """Per-class Dice = 2TP / (2TP + FP + FN); float64 (..., C), NaN if undefined."""
+    tp, fp, fn = _counts(cm)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def precision(cm: np.ndarray) -> np.ndarray:
+    """Per-class precision = TP / (TP + FP); float64 (..., C), NaN for a class never predicted."""
+    tp, fp, _ = _counts(cm)
+    return _ratio(tp, tp + fp)
+
+
+def recall(cm: np.ndarray) -> np.ndarray:
+    """Per-class recall = TP / (TP + FN); float64 (..., C), NaN for a class absent from the truth."""
+    tp, _, fn = _counts(cm)
+    return _ratio(tp, tp + fn)
+
+
+def pixel_accuracy(cm: np.ndarray) -> float:
+    """Share of pixels whose predicted class is the true class; NaN for an empty matrix."""
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else float("nan")
+
+
+def nanmean(values: np.ndarray) -> float:
+    """Mean over the defined (non-NaN) values; NaN when none is defined."""
+    values = np.asarray(values, dtype=np.float64)
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
+
+
+def smoothed_iou(cm: np.ndarray) -> np.ndarray:
+    """The original project's per-image IoU = (I + 1e-7) / (U + 1e-7), float64 (..., C)."""
+    tp, fp, fn = _counts(cm)
+    return (tp + SMOOTH) / (tp + fp + fn + SMOOTH)
+
+
+def smoothed_dice(cm: np.ndarray) -> np.ndarray:
+    """The original project's per-image Dice = (2I + 1e-7) / (|T| + |P| + 1e-7), float64 (..., C)."""
+    tp, fp, fn = _counts(cm)
+    return (2 * tp + SMOOTH) / (2 * tp + fp + fn + SMOOTH)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Metrics of one image or one split. Arrays are per class, float64 (C,)."""
+
+    confusion: np.ndarray
+    iou: np.ndarray
+    dice: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    mean_iou: float
+    mean_dice: float
+    pixel_accuracy: float
+
+    @property
+    def true_pixels(self) -> np.ndarray:
+        return self.confusion.sum(axis=1)
+
+    @property
+    def predicted_pixels(self) -> np.ndarray:
+        return self.confusion.sum(axis=0)
+
+
+def report(cm: np.ndarray) -> Report:
+    """All standard metrics of a confusion matrix (C, C), e.g. one accumulated over a whole split."""
+    per_iou, per_dice = iou(cm), dice(cm)
+    return Report(
+        confusion=cm,
+        iou=per_iou,
+        dice=per_dice,
+        precision=precision(cm),
+        recall=recall(cm),
+        mean_iou=nanmean(per_iou),
+        mean_dice=nanmean(per_dice),
+        pixel_accuracy=pixel_accuracy(cm),
+    )
+
+
+def per_image_means(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """The original project's per-image averages from per-image confusion matrices (N, C, C).
+
+    Returns {"iou": (C,), "dice": (C,)}: the smoothed per-image metrics averaged over the N images.
+    """
+    cms = np.asarray(cms)
+    return {"iou": smoothed_iou(cms).mean(axis=0), "dice": smoothed_dice(cms).mean(axis=0)}
+
+
+def class_pixels(mask: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Pixel count of each class in a class mask; int64 (num_classes,)."""
+    return np.bincount(np.asarray(mask).ravel(), minlength=num_classes)[:num_classes].astype(np.int64)
+
+
+def corrosion_asset_ratio(pixels: np.ndarray) -> float:
+    """Corroded share of the asset: corrosion / (corrosion + asset) pixels; 0 when neither is present."""
+    rusted, sound = int(pixels[CORROSION]), int(pixels[ASSET])
+    return rusted / (rusted + sound) if rusted + sound else 0.0
+
+
+def rust_grade(ratio: float) -> int:
+    """ASTM D610 rust grade (10 = at most 0.01% rusted ... 0 = more than 50%) of a rusted share in [0, 1]."""
+    for i, limit in enumerate(_D610_LIMITS):
+        if ratio <= limit:
+            return 10 - i
+    return 0

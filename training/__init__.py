@@ -1,0 +1,1 @@
+"""Training, evaluation and reports for the segserve models."""

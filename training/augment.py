@@ -1,0 +1,62 @@
+"""Training augmentation on NumPy arrays: random scale crops, flips and colour jitter. Masks follow the geometry."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from segserve.classes import BACKGROUND
+
+
+def random_scale_crop(
+    image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator, scale: tuple[float, float] = (0.7, 1.4)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rescale by a random factor, then take a random crop x crop window (padding with background if small).
+
+    image: uint8 (H, W, 3); mask: uint8 (H, W). Returns uint8 (crop, crop, 3) and (crop, crop).
+    """
+    factor = rng.uniform(*scale)
+    h, w = mask.shape
+    nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
+    image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    if nh < crop or nw < crop:
+        ph, pw = max(0, crop - nh), max(0, crop - nw)
+        image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
+        mask = cv2.copyMakeBorder(mask, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=BACKGROUND)
+        nh, nw = mask.shape
+    top = rng.integers(0, nh - crop + 1)
+    left = rng.integers(0, nw - crop + 1)
+    return image[top : top + crop, left : left + crop], mask[top : top + crop, left : left + crop]
+
+
+def random_flip(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal flip with probability 1/2, vertical flip with probability 1/4 (pipes lie either way)."""
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    if rng.random() < 0.25:
+        image, mask = image[::-1], mask[::-1]
+    return image, mask
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float = 0.2) -> np.ndarray:
+    """Random brightness, contrast and saturation in [1 - strength, 1 + strength]; a small hue shift. uint8 in and out."""
+    x = image.astype(np.float32)
+    x = x * rng.uniform(1 - strength, 1 + strength)  # brightness
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(1 - strength, 1 + strength) + mean  # contrast
+    gray = x.mean(axis=-1, keepdims=True)
+    x = (x - gray) * rng.uniform(1 - strength, 1 + strength) + gray  # saturation
+    hsv = cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV)
+    shift = int(rng.integers(-4, 5))  # OpenCV hue runs 0..179; +-4 keeps rust rust-coloured
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def augment(
+    image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The full training augmentation of one pair: scale crop, flips, colour jitter."""
+    image, mask = random_scale_crop(image, mask, crop, rng)
+    image, mask = random_flip(image, mask, rng)
+    return color_jitter(np.ascontiguousarray(image), rng), np.ascontiguousarray(mask)

@@ -1,0 +1,216 @@
+"""Train a segmentation model on a dataset folder, resumably, selecting the best epoch on val mean IoU.
+
+    python -m training.train --model deeplabv3plus --data ../shared/datasets/corrosion-pipes
+
+Writes runs/<model>/ : checkpoints/last.keras (every epoch, with optimizer state), best.keras,
+state.json, history.csv, config.json, and at the end the full report (see training.report).
+Run again with --resume to continue an interrupted run where its last checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segserve import imaging, metrics
+from segserve.classes import CLASS_NAMES
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, choices=["deeplabv3plus", "unet"])
+    p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<model>)")
+    p.add_argument("--epochs", type=int, default=200, help="epochs in the whole run, resumed parts included")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop-size", type=int, default=128, help="training crop side (divisible by 16)")
+    p.add_argument("--input-size", type=int, default=imaging.MODEL_INPUT_SIZE, help="side images are resized to")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (after warm-up)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=int, default=3)
+    p.add_argument("--patience", type=int, default=40, help="stop after this many epochs without a better val mIoU")
+    p.add_argument("--encoder-weights", default="none", help="imagenet | none | PATH to ResNet50 no-top weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N train and val pairs (smoke tests)")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.keras")
+    p.add_argument("--no-report", action="store_true", help="skip the final report")
+    args = p.parse_args(argv)
+    if args.crop_size % 16 or args.input_size % 16:
+        p.error("--crop-size and --input-size must be divisible by 16")
+    return args
+
+
+def make_batches(images, masks, batch_size: int, crop: int, seed: int):
+    """A keras PyDataset of augmented (normalized image, class-id mask) batches, reshuffled every epoch."""
+    import keras
+
+    from training.augment import augment
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+            self.order = np.arange(len(images))
+            self.on_epoch_end()
+
+        def __len__(self):
+            return max(1, len(images) // batch_size)
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self.rng = np.random.default_rng([seed, self.epoch])
+            self.order = self.rng.permutation(len(images))
+
+        def __getitem__(self, index):
+            idx = self.order[index * batch_size : (index + 1) * batch_size]
+            pairs = [augment(images[i], masks[i], crop, self.rng) for i in idx]
+            x = imaging.normalize(np.stack([p[0] for p in pairs]))
+            y = np.stack([p[1] for p in pairs]).astype(np.int32)
+            return x, y
+
+    return AugmentedBatches()
+
+
+def predict_masks(model, images: np.ndarray, batch_size: int = 4) -> np.ndarray:
+    """Class masks uint8 (N, H, W) for RGB uint8 images (N, H, W, 3) already at the model's input size."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        probs = model.predict_on_batch(imaging.normalize(images[i : i + batch_size]))
+        out.append(np.argmax(np.asarray(probs), axis=-1).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def split_metrics(truth: np.ndarray, pred: np.ndarray) -> dict:
+    """Standard (confusion matrix over the split) and per-image metrics, as a flat dict for logs."""
+    cms = np.stack([metrics.confusion_matrix(t, p) for t, p in zip(truth, pred, strict=True)])
+    rep = metrics.report(cms.sum(axis=0))
+    per_image = metrics.per_image_means(cms)
+    logs = {"val_miou": rep.mean_iou, "val_mdice": rep.mean_dice, "val_pixel_accuracy": rep.pixel_accuracy}
+    for c, name in enumerate(CLASS_NAMES):
+        logs[f"val_iou_{name}"] = float(rep.iou[c])
+        logs[f"val_per_image_iou_{name}"] = float(per_image["iou"][c])
+    return logs
+
+
+def run(args: argparse.Namespace) -> Path:
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+
+    import segserve.models  # noqa: F401  (registers custom layers for loading checkpoints)
+    from segserve.models import build_model
+    from training import losses  # noqa: F401  (registers the loss for loading checkpoints)
+    from training.data import find_pairs, load_arrays, split_pairs
+
+    out = Path(args.out or f"runs/{args.model}")
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+
+    splits = split_pairs(find_pairs(args.data), args.data, args.seed)
+    train_pairs, val_pairs = splits["train"], splits["val"]
+    if args.limit:
+        train_pairs, val_pairs = train_pairs[: args.limit], val_pairs[: args.limit]
+    print(f"loading {len(train_pairs)} train and {len(val_pairs)} val pairs from {args.data}", flush=True)
+    train_x, train_y = load_arrays(train_pairs, args.input_size)
+    val_x, val_y = load_arrays(val_pairs, args.input_size)
+    batches = make_batches(train_x, train_y, args.batch_size, args.crop_size, args.seed)
+
+    state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "train_seconds": 0.0}
+    if args.resume and (ckpt_dir / "last.keras").exists():
+        state = json.loads(state_path.read_text())
+        model = keras.saving.load_model(ckpt_dir / "last.keras")
+        print(f"resuming after epoch {state['epoch']} (best val mIoU {state['best_miou']:.4f})", flush=True)
+    else:
+        if args.resume:
+            print(f"no checkpoint in {ckpt_dir}; starting a new run", flush=True)
+        keras.utils.set_random_seed(args.seed)
+        model = build_model(args.model, encoder_weights=args.encoder_weights)
+        steps = args.epochs * len(batches)
+        warmup = min(args.warmup_epochs * len(batches), steps // 2)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=args.lr / 10,
+            decay_steps=max(1, steps - warmup),
+            alpha=0.01,
+            warmup_target=args.lr,
+            warmup_steps=warmup,
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
+            loss=losses.ce_dice_loss,
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+        for stale in (out / "history.csv", state_path):
+            stale.unlink(missing_ok=True)
+    config = {k: v for k, v in vars(args).items() if k != "resume"}
+    config["train_ids"] = [p.id for p in train_pairs]
+    config["val_ids"] = [p.id for p in val_pairs]
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+
+    class Checkpointer(keras.callbacks.Callback):
+        """Validate on the whole val split, log, keep last and best checkpoints, stop early."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            seconds = time.perf_counter() - self.started
+            logs.update(split_metrics(val_y, predict_masks(self.model, val_x)))
+            row = {"epoch": epoch + 1, "seconds": round(seconds, 2), "lr": float(self.model.optimizer.learning_rate)}
+            row.update({k: float(v) for k, v in logs.items()})
+            history = out / "history.csv"
+            new = not history.exists()
+            with history.open("a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+            state["train_seconds"] += seconds
+            if logs["val_miou"] > state["best_miou"]:
+                state.update(best_miou=logs["val_miou"], best_epoch=epoch + 1)
+                self.model.save(out / "best.keras")
+            state["epoch"] = epoch + 1
+            self.model.save(ckpt_dir / "last.keras")
+            state_path.write_text(json.dumps(state, indent=2))
+            print(
+                f"epoch {epoch + 1}/{args.epochs} {seconds:.0f}s loss {logs['loss']:.4f} "
+                f"val mIoU {logs['val_miou']:.4f} (corrosion {logs['val_iou_corrosion']:.3f}, "
+                f"asset {logs['val_iou_asset']:.3f}) best {state['best_miou']:.4f} @ {state['best_epoch']}",
+                flush=True,
+            )
+            if epoch + 1 - state["best_epoch"] >= args.patience:
+                print(f"no better val mIoU for {args.patience} epochs: stopping", flush=True)
+                self.model.stop_training = True
+
+    if state["epoch"] < args.epochs and state["epoch"] - state["best_epoch"] < args.patience:
+        model.fit(
+            batches,
+            epochs=args.epochs,
+            initial_epoch=state["epoch"],
+            callbacks=[Checkpointer()],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+    if not args.no_report:
+        from training.report import write_run_report
+
+        write_run_report(out, data_dir=args.data, split_name="val", pairs=val_pairs)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
