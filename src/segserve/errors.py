@@ -23,5 +23,9 @@ class UnknownModel(SegServeError):
     """The request names a model this server does not serve. gRPC NOT_FOUND, HTTP 404."""
 
 
+class NotReady(SegServeError):
+    """The models are still loading or the server is draining. gRPC UNAVAILABLE, HTTP 503."""
+
+
 class ModelNotInStore(SegServeError):
     """A model the server needs is missing from the BentoML model store."""

@@ -1,0 +1,59 @@
+# segserve tasks. Every target honours BENTOML_HOME, SEGSERVE_HTTP_PORT and SEGSERVE_GRPC_PORT from the caller.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/datasets/corrosion-pipes
+SEGSERVE_HTTP_PORT ?= 3000
+SEGSERVE_GRPC_PORT ?= 50051
+export SEGSERVE_HTTP_PORT SEGSERVE_GRPC_PORT
+
+.DEFAULT_GOAL := help
+.PHONY: help setup proto models serve test test-fast lint format train bench loadtest bento clean
+
+help: ## List the tasks
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[train,dev]'
+	@touch $@
+
+setup: $(VENV)/.installed ## Create .venv and install segserve with its training and dev tools
+
+proto: setup ## Regenerate the Python stubs in src/segserve/v1 from proto/
+	$(PY) -m segserve.protogen
+
+models: setup ## Import the shipped models (models/) into the BentoML store if missing
+	$(PY) -m segserve.cli import-models
+
+serve: models ## Serve HTTP on SEGSERVE_HTTP_PORT (3000) and gRPC on SEGSERVE_GRPC_PORT (50051)
+	$(PY) -m segserve.cli serve
+
+test: setup ## Run the whole test suite
+	$(PY) -m pytest -q
+
+test-fast: setup ## Run the tests that start no server and train nothing
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup ## Lint and check formatting with ruff
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup ## Fix lint and formatting with ruff
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+train: setup ## Train both models on DATA (resumable: rerun to continue), then export them to models/
+	for m in deeplabv3plus unet; do $(PY) -m training.train --model $$m --data $(DATA) --resume && $(PY) -m training.export --run runs/$$m --import || exit 1; done
+
+bench: setup ## Measure batching throughput and latency side by side against a running server
+	$(PY) -m loadtests.bench
+
+loadtest: setup ## Locust over gRPC and HTTP against a running server (headless, 60 s)
+	$(VENV)/bin/locust -f loadtests/locustfile.py --headless -u 8 -r 2 -t 60s --host http://127.0.0.1:$(SEGSERVE_HTTP_PORT)
+
+bento: models ## Build the bento (service, proto, models, requirements)
+	$(PY) -m bentoml build .
+
+clean: ## Remove build outputs (not .venv, not the model store)
+	rm -rf build dist .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The BentoML service of segserve (bento/service.py)."""

@@ -1,0 +1,171 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SegmentRequest(_message.Message):
+    __slots__ = ("image", "model", "include_overlay")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    model: str
+    include_overlay: bool
+    def __init__(self, image: _Optional[bytes] = ..., model: _Optional[str] = ..., include_overlay: _Optional[bool] = ...) -> None: ...
+
+class ClassCoverage(_message.Message):
+    __slots__ = ("class_id", "name", "pixels", "fraction")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    name: str
+    pixels: int
+    fraction: float
+    def __init__(self, class_id: _Optional[int] = ..., name: _Optional[str] = ..., pixels: _Optional[int] = ..., fraction: _Optional[float] = ...) -> None: ...
+
+class SegmentResponse(_message.Message):
+    __slots__ = ("model", "model_version", "width", "height", "mask_png", "color_mask_png", "overlay_jpeg", "coverage", "corrosion_asset_ratio", "rust_grade", "model_seconds")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MASK_PNG_FIELD_NUMBER: _ClassVar[int]
+    COLOR_MASK_PNG_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_JPEG_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    CORROSION_ASSET_RATIO_FIELD_NUMBER: _ClassVar[int]
+    RUST_GRADE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: str
+    width: int
+    height: int
+    mask_png: bytes
+    color_mask_png: bytes
+    overlay_jpeg: bytes
+    coverage: _containers.RepeatedCompositeFieldContainer[ClassCoverage]
+    corrosion_asset_ratio: float
+    rust_grade: int
+    model_seconds: float
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., mask_png: _Optional[bytes] = ..., color_mask_png: _Optional[bytes] = ..., overlay_jpeg: _Optional[bytes] = ..., coverage: _Optional[_Iterable[_Union[ClassCoverage, _Mapping]]] = ..., corrosion_asset_ratio: _Optional[float] = ..., rust_grade: _Optional[int] = ..., model_seconds: _Optional[float] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("image", "ground_truth", "model")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    GROUND_TRUTH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    ground_truth: bytes
+    model: str
+    def __init__(self, image: _Optional[bytes] = ..., ground_truth: _Optional[bytes] = ..., model: _Optional[str] = ...) -> None: ...
+
+class ClassMetrics(_message.Message):
+    __slots__ = ("class_id", "name", "iou", "dice", "precision", "recall", "true_pixels", "predicted_pixels")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IOU_FIELD_NUMBER: _ClassVar[int]
+    DICE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    TRUE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    name: str
+    iou: float
+    dice: float
+    precision: float
+    recall: float
+    true_pixels: int
+    predicted_pixels: int
+    def __init__(self, class_id: _Optional[int] = ..., name: _Optional[str] = ..., iou: _Optional[float] = ..., dice: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., true_pixels: _Optional[int] = ..., predicted_pixels: _Optional[int] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("model", "model_version", "per_class", "mean_iou", "mean_dice", "pixel_accuracy", "num_classes", "confusion_matrix", "prediction")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_IOU_FIELD_NUMBER: _ClassVar[int]
+    MEAN_DICE_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_MATRIX_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_version: str
+    per_class: _containers.RepeatedCompositeFieldContainer[ClassMetrics]
+    mean_iou: float
+    mean_dice: float
+    pixel_accuracy: float
+    num_classes: int
+    confusion_matrix: _containers.RepeatedScalarFieldContainer[int]
+    prediction: SegmentResponse
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., per_class: _Optional[_Iterable[_Union[ClassMetrics, _Mapping]]] = ..., mean_iou: _Optional[float] = ..., mean_dice: _Optional[float] = ..., pixel_accuracy: _Optional[float] = ..., num_classes: _Optional[int] = ..., confusion_matrix: _Optional[_Iterable[int]] = ..., prediction: _Optional[_Union[SegmentResponse, _Mapping]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClassInfo(_message.Message):
+    __slots__ = ("id", "name", "red", "green", "blue")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RED_FIELD_NUMBER: _ClassVar[int]
+    GREEN_FIELD_NUMBER: _ClassVar[int]
+    BLUE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    red: int
+    green: int
+    blue: int
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., red: _Optional[int] = ..., green: _Optional[int] = ..., blue: _Optional[int] = ...) -> None: ...
+
+class ClassValidationMetrics(_message.Message):
+    __slots__ = ("class_id", "name", "iou", "dice", "per_image_iou", "per_image_dice")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IOU_FIELD_NUMBER: _ClassVar[int]
+    DICE_FIELD_NUMBER: _ClassVar[int]
+    PER_IMAGE_IOU_FIELD_NUMBER: _ClassVar[int]
+    PER_IMAGE_DICE_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    name: str
+    iou: float
+    dice: float
+    per_image_iou: float
+    per_image_dice: float
+    def __init__(self, class_id: _Optional[int] = ..., name: _Optional[str] = ..., iou: _Optional[float] = ..., dice: _Optional[float] = ..., per_image_iou: _Optional[float] = ..., per_image_dice: _Optional[float] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "architecture", "input_size", "classes", "is_default", "validation", "validation_mean_iou", "validation_pixel_accuracy", "encoder_weights")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_MEAN_IOU_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_PIXEL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    architecture: str
+    input_size: int
+    classes: _containers.RepeatedCompositeFieldContainer[ClassInfo]
+    is_default: bool
+    validation: _containers.RepeatedCompositeFieldContainer[ClassValidationMetrics]
+    validation_mean_iou: float
+    validation_pixel_accuracy: float
+    encoder_weights: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[str] = ..., input_size: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., is_default: _Optional[bool] = ..., validation: _Optional[_Iterable[_Union[ClassValidationMetrics, _Mapping]]] = ..., validation_mean_iou: _Optional[float] = ..., validation_pixel_accuracy: _Optional[float] = ..., encoder_weights: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,117 @@
+"""segserve.settings: defaults, SEGSERVE_* overrides, invalid values, model list parsing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+
+import pytest
+
+from segserve.settings import Settings, get_settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No SEGSERVE_* variable set, and no cached settings before or after the test."""
+    for name in list(os.environ):
+        if name.startswith("SEGSERVE_"):
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def test_defaults(clean_env):
+    s = Settings.from_env()
+    assert s == Settings()
+    assert s.http_port == 3000
+    assert s.grpc_port == 50051
+    assert s.grpc_host == "0.0.0.0"
+    assert s.default_model == "deeplabv3plus"
+    assert s.model_names == ("deeplabv3plus", "unet")
+    assert s.max_image_bytes == 32 * 1024 * 1024
+    assert s.max_image_pixels == 40_000_000
+    assert s.grpc_max_message_bytes == 64 * 1024 * 1024
+    assert s.max_batch_size == 8
+    assert s.max_latency_ms == 10_000
+    assert s.max_concurrent_requests == 64
+    assert s.grpc_grace_seconds == 5.0
+
+
+def test_every_field_is_documented():
+    doc = Settings.__doc__ or ""
+    for f in fields(Settings):
+        assert f"SEGSERVE_{f.name.upper()}" in doc, f.name
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "field", "expected"),
+    [
+        ("SEGSERVE_HTTP_PORT", "8080", "http_port", 8080),
+        ("SEGSERVE_GRPC_PORT", " 50052 ", "grpc_port", 50052),
+        ("SEGSERVE_GRPC_HOST", "127.0.0.1", "grpc_host", "127.0.0.1"),
+        ("SEGSERVE_DEFAULT_MODEL", "unet", "default_model", "unet"),
+        ("SEGSERVE_MAX_IMAGE_BYTES", "1024", "max_image_bytes", 1024),
+        ("SEGSERVE_MAX_BATCH_SIZE", "1", "max_batch_size", 1),
+        ("SEGSERVE_GRPC_GRACE_SECONDS", "0.5", "grpc_grace_seconds", 0.5),
+        ("SEGSERVE_GRPC_GRACE_SECONDS", "2", "grpc_grace_seconds", 2.0),
+    ],
+)
+def test_env_override(clean_env, variable, raw, field, expected):
+    clean_env.setenv(variable, raw)
+    s = Settings.from_env()
+    value = getattr(s, field)
+    assert value == expected
+    assert type(value) is type(expected)
+    # The other fields keep their defaults.
+    others = {f.name for f in fields(Settings)} - {field}
+    assert all(getattr(s, name) == getattr(Settings(), name) for name in others)
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("SEGSERVE_HTTP_PORT", "abc"),
+        ("SEGSERVE_MAX_BATCH_SIZE", "3.5"),
+        ("SEGSERVE_MAX_IMAGE_PIXELS", ""),
+        ("SEGSERVE_GRPC_GRACE_SECONDS", "soon"),
+    ],
+)
+def test_invalid_number_names_the_variable(clean_env, variable, raw):
+    clean_env.setenv(variable, raw)
+    with pytest.raises(ValueError, match=variable):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        ("deeplabv3plus,unet", ("deeplabv3plus", "unet")),
+        ("unet", ("unet",)),
+        (" unet , deeplabv3plus ,, ", ("unet", "deeplabv3plus")),
+        ("", ()),
+        (",", ()),
+    ],
+)
+def test_model_names(models, expected):
+    assert Settings(models=models).model_names == expected
+
+
+def test_models_from_env(clean_env):
+    clean_env.setenv("SEGSERVE_MODELS", "unet, deeplabv3plus")
+    assert Settings.from_env().model_names == ("unet", "deeplabv3plus")
+
+
+def test_get_settings_reads_once(clean_env):
+    clean_env.setenv("SEGSERVE_HTTP_PORT", "4000")
+    first = get_settings()
+    clean_env.setenv("SEGSERVE_HTTP_PORT", "5000")
+    assert get_settings() is first
+    assert first.http_port == 4000
+    get_settings.cache_clear()
+    assert get_settings().http_port == 5000
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        Settings().http_port = 1  # type: ignore[misc]
