@@ -24,7 +24,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from segserve.errors import InvalidInput, ModelNotInStore, NotReady, Overloaded, SegServeError, TooLarge, UnknownModel
+from segserve.errors import (
+    InvalidInput,
+    ModelFailed,
+    ModelNotInStore,
+    NotReady,
+    Overloaded,
+    SegServeError,
+    TooLarge,
+    UnknownModel,
+)
 from segserve.settings import get_settings
 
 logger = logging.getLogger("segserve")
@@ -36,6 +45,7 @@ _HTTP_STATUS: dict[type[SegServeError], int] = {
     TooLarge: 413,
     Overloaded: 429,
     NotReady: 503,
+    ModelFailed: 503,
     ModelNotInStore: 503,
 }
 
@@ -182,9 +192,7 @@ class SegServe:
     ) -> dict:
         """Segment a photo into corrosion, asset and background (the SegmentResponse fields, bytes in base64)."""
         data = image.read_bytes()
-        return await self.answer(
-            "http", "Segment", model, lambda: self.segmenter.segment(data, model, include_overlay)
-        )
+        return await self.answer("http", "Segment", model, lambda: self.segmenter.segment(data, model, include_overlay))
 
     @bentoml.api(route="/evaluate")
     async def evaluate(

@@ -40,7 +40,7 @@ def random_flip(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float = 0.2) -> np.ndarray:
-    """Random brightness, contrast and saturation in [1 - strength, 1 + strength]; a small hue shift. uint8 in and out."""
+    """Random brightness, contrast and saturation in [1 - s, 1 + s], and a small hue shift; uint8 in and out."""
     x = image.astype(np.float32)
     x = x * rng.uniform(1 - strength, 1 + strength)  # brightness
     mean = x.mean()
@@ -53,9 +53,7 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float = 
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def augment(
-    image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def augment(image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The full training augmentation of one pair: scale crop, flips, colour jitter."""
     image, mask = random_scale_crop(image, mask, crop, rng)
     image, mask = random_flip(image, mask, rng)

@@ -58,6 +58,32 @@ def run_metrics(run_dir: Path, pairs: list[Pair], data_dir: str) -> dict[str, An
     return write_run_report(run_dir, data_dir, "val", pairs)
 
 
+def val_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The release's ``val_metrics`` from a metrics.json dict, in the layout the server reports
+    (segserve.segmenter): ``per_class`` rows with class_id, name, iou, dice, precision, recall, per_image_iou and
+    per_image_dice, and the means. Undefined values (None in metrics.json) are left out.
+    """
+    std, avg = result["standard"], result["per_image"]
+    rows = []
+    for class_id, name in enumerate(result["classes"]):
+        row = {"class_id": class_id, "name": name, **std["per_class"][name]}
+        row.update({f"per_image_{k}": v for k, v in avg["per_class"][name].items()})
+        row.pop("true_pixels", None)
+        row.pop("predicted_pixels", None)
+        rows.append({k: v for k, v in row.items() if v is not None})
+    summary = {
+        "split": result.get("split", "val"),
+        "num_images": result["num_images"],
+        "per_class": rows,
+        "mean_iou": std["mean_iou"],
+        "mean_dice": std["mean_dice"],
+        "pixel_accuracy": std["pixel_accuracy"],
+        "per_image_mean_iou": avg["mean_iou"],
+        "per_image_mean_dice": avg["mean_dice"],
+    }
+    return {k: v for k, v in summary.items() if v is not None}
+
+
 def build_metadata(run_dir: Path, config: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """Release metadata from the run's config.json, state.json and metrics.json."""
     state_path = run_dir / "state.json"
@@ -67,12 +93,7 @@ def build_metadata(run_dir: Path, config: dict[str, Any], result: dict[str, Any]
         "builder_kwargs": {},
         "input_size": int(config.get("input_size", imaging.MODEL_INPUT_SIZE)),
         "encoder_weights": config.get("encoder_weights"),
-        "val_metrics": {
-            "split": result.get("split", "val"),
-            "num_images": result["num_images"],
-            "standard": result["standard"],
-            "per_image": result["per_image"],
-        },
+        "val_metrics": val_metrics(result),
         "train_seconds": state.get("train_seconds"),
         "best_epoch": state.get("best_epoch"),
         "epochs_run": state.get("epoch"),

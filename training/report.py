@@ -184,6 +184,12 @@ def plot_predictions(
 # --------------------------------------------------------------------------------------------- report.md
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -209,7 +215,7 @@ def render_markdown(
         if result.get(key) is not None:
             facts.append((label, result[key]))
     if result.get("train_seconds") is not None:
-        facts.append(("training time", f"{result['train_seconds'] / 3600:.2f} h ({result['train_seconds']:.0f} s)"))
+        facts.append(("training time", _duration(result["train_seconds"])))
     lines += [f"- {label}: {value}" for label, value in facts]
     lines += [
         "",
@@ -321,7 +327,9 @@ def plot_history(
 
     Returns the (title, file name) of each figure written.
     """
-    epochs = [row["epoch"] for row in history]
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(row["epoch"]) for row in history]
 
     def series(key: str) -> list[float] | None:
         if not all(key in row for row in history):
@@ -332,6 +340,7 @@ def plot_history(
         if best_epoch:
             ax.axvline(best_epoch, color="0.5", linestyle=":", label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()

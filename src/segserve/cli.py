@@ -1,8 +1,8 @@
 """segserve command line.
 
-    segserve import-models [--force]   import the shipped models (models/) into the BentoML store if missing
-    segserve check-models              exit 1, naming what is missing, unless every served model is in the store
-    segserve serve                     check the store, then serve HTTP and gRPC (bentoml serve)
+segserve import-models [--force]   import the shipped models (models/) into the BentoML store if missing
+segserve check-models              exit 1, naming what is missing, unless every served model is in the store
+segserve serve                     check the store, then serve HTTP and gRPC (bentoml serve)
 """
 
 from __future__ import annotations

@@ -27,5 +27,9 @@ class NotReady(SegServeError):
     """The models are still loading or the server is draining. gRPC UNAVAILABLE, HTTP 503."""
 
 
+class ModelFailed(SegServeError):
+    """The model service did not answer (crashed, restarting, timed out). gRPC UNAVAILABLE, HTTP 503."""
+
+
 class ModelNotInStore(SegServeError):
     """A model the server needs is missing from the BentoML model store."""

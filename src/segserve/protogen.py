@@ -1,6 +1,6 @@
 """Generate the Python gRPC stubs from proto/ (``make proto``). The stubs are committed; a test fails when stale.
 
-    python -m segserve.protogen [OUT_DIR]     # default: src/
+python -m segserve.protogen [OUT_DIR]     # default: src/
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import numpy as np
 
 from segserve import inference
 from segserve.classes import CLASSES
-from segserve.errors import NotReady, Overloaded, UnknownModel
+from segserve.errors import ModelFailed, NotReady, Overloaded, UnknownModel
 from segserve.settings import Settings
 from segserve.telemetry import get_telemetry
 
@@ -93,7 +93,10 @@ class Segmenter:
         info = self.models[name]
         prepared = await asyncio.to_thread(inference.prepare_image, image, self.settings, info["input_size"])
         started = time.perf_counter()
-        probs = await self._predict(name, prepared.model_input[None])
+        try:
+            probs = await self._predict(name, prepared.model_input[None])
+        except Exception as exc:  # the model service's failure, never the caller's: retryable
+            raise ModelFailed(f"model {name} did not answer: {exc}; retry shortly") from exc
         seconds = time.perf_counter() - started
         seg = await asyncio.to_thread(inference.segmentation, prepared, probs[0], name, info["version"], seconds)
         self.telemetry.corrosion_ratio.labels(model=name).observe(seg.corrosion_asset_ratio)

@@ -14,7 +14,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from segserve.errors import InvalidInput, ModelNotInStore, NotReady, Overloaded, SegServeError, TooLarge, UnknownModel
+from segserve.errors import (
+    InvalidInput,
+    ModelFailed,
+    ModelNotInStore,
+    NotReady,
+    Overloaded,
+    SegServeError,
+    TooLarge,
+    UnknownModel,
+)
 from segserve.segmenter import Segmenter
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
@@ -28,6 +37,7 @@ _CODES: dict[type[SegServeError], grpc.StatusCode] = {
     UnknownModel: grpc.StatusCode.NOT_FOUND,
     ModelNotInStore: grpc.StatusCode.UNAVAILABLE,
     NotReady: grpc.StatusCode.UNAVAILABLE,
+    ModelFailed: grpc.StatusCode.UNAVAILABLE,
 }
 
 

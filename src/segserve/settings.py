@@ -7,7 +7,6 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 
 
-
 @dataclass(frozen=True)
 class Settings:
     """segserve settings. Each field is read from ``SEGSERVE_<FIELD NAME IN CAPITALS>``.

@@ -115,7 +115,9 @@ def load_release(name: str, release_dir: str | Path = DEFAULT_RELEASE_DIR):
 
     weights_path, meta_path = release_paths(name, release_dir)
     if not weights_path.exists() or not meta_path.exists():
-        raise ModelNotInStore(f"no shipped release of {name} in {Path(release_dir)}: expected {weights_path.name} and {meta_path.name}")
+        raise ModelNotInStore(
+            f"no shipped release of {name} in {Path(release_dir)}: expected {weights_path.name} and {meta_path.name}"
+        )
     meta = json.loads(meta_path.read_text())
     model = build_model(name, **meta.get("builder_kwargs", {}))
     with np.load(weights_path) as arrays:

@@ -1,0 +1,75 @@
+"""The bento: `make bento` builds it from bentofile.yaml, its Dockerfile exposes both ports, and it serves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import grpc
+import pytest
+
+from segserve.v1 import segmentation_pb2 as pb
+from segserve.v1 import segmentation_pb2_grpc as pb_grpc
+from tests.servers import ROOT, start_server, stop_server, wait_until_serving
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built(tiny_store: Path, tmp_path_factory) -> tuple[Path, Path]:
+    """`make bento` into a copy of the tiny-model store; returns (BENTOML_HOME, bento folder)."""
+    home = tmp_path_factory.mktemp("bento_home")
+    shutil.copytree(tiny_store, home, dirs_exist_ok=True)
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "VENV": str(Path(sys.prefix))}
+    result = subprocess.run(["make", "bento"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    bentos = list((home / "bentos" / "segserve").iterdir())
+    bentos = [b for b in bentos if b.is_dir()]
+    assert len(bentos) == 1
+    return home, bentos[0]
+
+
+def test_bento_holds_service_proto_wheel_and_requirements(built):
+    _, bento = built
+    assert (bento / "src" / "bento" / "service.py").exists()
+    assert (bento / "src" / "proto" / "segserve" / "v1" / "segmentation.proto").exists()
+    assert [w.name for w in (bento / "env" / "python" / "wheels").iterdir()] == ["segserve-0.1.0-py3-none-any.whl"]
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    assert "tensorflow-cpu" in requirements and "grpcio-health-checking" in requirements
+
+
+def test_dockerfile_exposes_http_and_grpc(built):
+    _, bento = built
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert "EXPOSE 3000" in dockerfile
+    assert "EXPOSE 50051" in dockerfile
+
+
+def test_exported_bento_carries_both_models(built, tmp_path):
+    home, bento = built
+    env = {**os.environ, "BENTOML_HOME": str(home)}
+    archive = tmp_path / "segserve.bento"
+    tag = f"segserve:{bento.name}"
+    subprocess.run(
+        [sys.executable, "-m", "bentoml", "export", tag, str(archive)], env=env, check=True, capture_output=True
+    )
+    with tarfile.open(archive) as tar:
+        names = [n.removeprefix("./") for n in tar.getnames()]
+    for model in ("corrosion-deeplabv3plus", "corrosion-unet"):
+        assert any(n.startswith(f"models/{model}/") and n.endswith("model.keras") for n in names), model
+
+
+def test_built_bento_serves_grpc(built, tmp_path):
+    home, bento = built
+    server = start_server(home, tmp_path / "serve.log", target=f"segserve:{bento.name}")
+    try:
+        wait_until_serving(server)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            models = pb_grpc.SegmentationServiceStub(channel).ListModels(pb.ListModelsRequest()).models
+        assert sorted(m.name for m in models) == ["deeplabv3plus", "unet"]
+    finally:
+        stop_server(server)
