@@ -128,4 +128,3 @@ def tf_few_threads() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
-

@@ -19,7 +19,7 @@ def random_scale_crop(
     h, w = mask.shape
     nh, nw = max(1, round(h * factor)), max(1, round(w * factor))
     image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
     if nh < crop or nw < crop:
         ph, pw = max(0, crop - nh), max(0, crop - nw)
         image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)

@@ -39,7 +39,9 @@ def image_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, far above ours
+        raise TooLarge(f"image is over the limit of {max_pixels} pixels ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidInput("image is not a PNG, JPEG, BMP, TIFF or WebP file that can be decoded") from exc
     if width <= 0 or height <= 0:
         raise InvalidInput(f"image has no pixels ({width}x{height})")
@@ -74,10 +76,13 @@ def resize_image(image: np.ndarray, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
-    """Resize a class mask (H, W) uint8 to (size, size) with nearest-neighbour, so no new ids appear."""
+    """Resize a class mask (H, W) uint8 to (size, size) with nearest-neighbour, so no new ids appear.
+
+    INTER_NEAREST_EXACT samples pixel centres, so the mask stays aligned with the resized image.
+    """
     if mask.shape[:2] == (size, size):
         return mask
-    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ python -m segserve.protogen [OUT_DIR]     # default: src/
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,19 +17,18 @@ STUB_FILES = ("segmentation_pb2.py", "segmentation_pb2.pyi", "segmentation_pb2_g
 
 def generate(out_dir: Path) -> list[Path]:
     """Run grpc_tools.protoc on PROTO_FILES into ``out_dir``; return the written stub paths."""
-    from grpc_tools import protoc
-
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
-        "protoc",
         f"-I{PROTO_DIR}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         *(str(PROTO_DIR / f) for f in PROTO_FILES),
     ]
-    if protoc.main(args) != 0:
-        raise RuntimeError(f"protoc failed: {' '.join(args)}")
+    # In a child process: grpc_tools' protoc crashes a process that has already loaded TensorFlow.
+    result = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"protoc failed: {result.stderr.strip()}")
     package = out_dir / "segserve" / "v1"
     return [package / name for name in STUB_FILES]
 

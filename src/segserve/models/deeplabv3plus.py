@@ -24,7 +24,9 @@ def build_deeplabv3plus(
     """DeepLabV3+ (Chen et al., 2018): ASPP on the stride-16 ResNet50 features, a decoder fusing the
     stride-4 features, bilinear upsampling, softmax over ``num_classes``.
 
-    Input: float32 (N, H, W, 3) from :func:`segserve.imaging.normalize`, H and W divisible by 16.
+    Input: float32 (N, H, W, 3) from :func:`segserve.imaging.normalize`, H and W divisible by 16. Keras'
+    bilinear UpSampling2D cannot retrace for unknown H and W, so each compiled function (fit, predict) must
+    see one spatial size: training runs on crops, serving and validation at the model's input size.
     Output: float32 (N, H, W, num_classes) class probabilities.
     """
     inputs = keras.Input(shape=input_shape, name="image")

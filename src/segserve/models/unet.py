@@ -21,7 +21,9 @@ def build_unet(
     The default decoder widths (128, 64, 32, 16) keep the decoder's cost near the encoder's; twice as
     wide made a CPU training step on 128x128 crops about twice as slow.
 
-    Input: float32 (N, H, W, 3) from :func:`segserve.imaging.normalize`, H and W divisible by 16.
+    Input: float32 (N, H, W, 3) from :func:`segserve.imaging.normalize`, H and W divisible by 16. Keras'
+    bilinear UpSampling2D cannot retrace for unknown H and W, so each compiled function (fit, predict) must
+    see one spatial size: training runs on crops, serving and validation at the model's input size.
     Output: float32 (N, H, W, num_classes) class probabilities.
     """
     inputs = keras.Input(shape=input_shape, name="image")

@@ -1,0 +1,106 @@
+"""The shipped models in models/: sizes, metadata, float16 agreement, import into the store, and serving them
+on real validation pairs from ../shared (the one test that reads the real dataset)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from segserve import imaging, store
+from segserve.v1 import segmentation_pb2 as pb
+from segserve.v1 import segmentation_pb2_grpc as pb_grpc
+from tests.servers import ROOT, start_server, stop_server, wait_until_serving
+
+DATA = ROOT.parent / "shared" / "datasets" / "corrosion-pipes"
+NAMES = list(store.ARCHITECTURES)
+needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"the dataset is not at {DATA}")
+
+
+def read_ids(name: str) -> list[str]:
+    return (DATA / f"{name}.txt").read_text().split()
+
+
+def val_pair(i: str) -> tuple[bytes, bytes]:
+    return (DATA / "original" / f"ORI_{i}.png").read_bytes(), (DATA / "ground_truth" / f"GT_{i}.png").read_bytes()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_release_files_and_metadata(name):
+    weights, meta_path = store.release_paths(name)
+    assert weights.stat().st_size <= 40 * 1024 * 1024
+    meta = json.loads(meta_path.read_text())
+    assert meta["architecture"] == name and meta["input_size"] == 256
+    assert meta["encoder_weights"] == "none"
+    assert [c["name"] for c in meta["classes"]] == ["corrosion", "asset", "background"]
+    val = meta["val_metrics"]
+    assert val["num_images"] == 22 and len(val["per_class"]) == 3
+    assert 0 < val["mean_iou"] <= 1
+    assert meta["train_seconds"] > 0 and meta["best_epoch"] >= 1
+
+
+@needs_data
+@pytest.mark.parametrize("name", NAMES)
+def test_split_recorded_in_metadata_is_the_reference_split(name):
+    meta = json.loads(store.release_paths(name)[1].read_text())
+    assert meta["train_ids"] == read_ids("train")
+    assert meta["val_ids"] == read_ids("val")
+
+
+@needs_data
+@pytest.mark.parametrize("name", NAMES)
+def test_float16_weights_agree_with_float32_on_validation_pixels(name):
+    """The float32 model's val masks were recorded at export; the float16 release must match 99.9% of pixels."""
+    model, _ = store.load_release(name)
+    with np.load(store.release_paths(name)[0].with_name(f"{name}.val_masks.npz")) as recorded:
+        ids, reference = list(recorded["ids"]), recorded["masks"]
+    assert ids == read_ids("val")
+    images = np.stack([imaging.resize_image(imaging.read_image(str(DATA / "original" / f"ORI_{i}.png"))) for i in ids])
+    probs = np.concatenate([model.predict_on_batch(imaging.normalize(images[k : k + 4])) for k in range(0, 22, 4)])
+    agreement = (np.argmax(probs, axis=-1) == reference).mean()
+    assert agreement >= 0.999, f"{name}: float16 masks agree on {agreement:.4%} of val pixels"
+
+
+@pytest.fixture(scope="module")
+def shipped_store(tmp_path_factory) -> Path:
+    """A BentoML store filled by `make models` (the CLI importing models/)."""
+    home = tmp_path_factory.mktemp("shipped_home")
+    env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    cmd = [sys.executable, "-m", "segserve.cli", "import-models"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("imported corrosion-") == 2
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.stdout.count("already in the store") == 2  # importing is idempotent
+    return home
+
+
+@pytest.mark.slow
+@needs_data
+def test_shipped_models_serve_real_validation_pairs(shipped_store, tmp_path):
+    """Evaluate over gRPC on real val pairs: the served scores match what the release recorded."""
+    server = start_server(shipped_store, tmp_path / "serve.log")
+    try:
+        wait_until_serving(server)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = pb_grpc.SegmentationServiceStub(channel)
+            listed = {m.name: m for m in stub.ListModels(pb.ListModelsRequest()).models}
+            for name in NAMES:
+                meta = json.loads(store.release_paths(name)[1].read_text())
+                assert listed[name].validation_mean_iou == pytest.approx(meta["val_metrics"]["mean_iou"])
+                correct = total = 0
+                for i in read_ids("val")[:4]:
+                    image, truth = val_pair(i)
+                    answer = stub.Evaluate(pb.EvaluateRequest(image=image, ground_truth=truth, model=name))
+                    cm = np.array(answer.confusion_matrix)
+                    correct, total = correct + cm[[0, 4, 8]].sum(), total + cm.sum()
+                # Served pixel accuracy on these pairs is far above chance (1/3) and near the recorded value.
+                assert correct / total > max(0.4, meta["val_metrics"]["pixel_accuracy"] - 0.25)
+    finally:
+        stop_server(server)

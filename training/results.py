@@ -1,0 +1,62 @@
+"""Print the results table of the shipped models (README "Results") from their release metadata.
+
+python -m training.results [--release-dir models]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from segserve.store import ARCHITECTURES, DEFAULT_RELEASE_DIR
+
+# The original project's per-image averages (ResNet50 pretrained on ImageNet, its own 22-image test split).
+PUBLISHED = {
+    "deeplabv3plus": {"corrosion": (56.66, 64.19), "asset": (85.73, 91.55)},
+    "unet": {"corrosion": (52.54, 59.00), "asset": (70.07, 79.93)},
+}
+LABELS = {"deeplabv3plus": "DeepLabV3+", "unet": "U-Net"}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def results_table(release_dir: Path) -> str:
+    """Markdown: per model and class, validation IoU/Dice (standard and per-image) beside the published numbers."""
+    lines = [
+        "| model | class | IoU | Dice | per-image IoU | per-image Dice | published per-image IoU | published Dice |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for name in ARCHITECTURES:
+        path = release_dir / f"{name}.json"
+        if not path.exists():
+            continue
+        meta = json.loads(path.read_text())
+        val = meta["val_metrics"]
+        for row in val["per_class"]:
+            published = PUBLISHED[name].get(row["name"])
+            pub_iou, pub_dice = (f"{published[0]:.2f}", f"{published[1]:.2f}") if published else ("", "")
+            lines.append(
+                f"| {LABELS[name]} | {row['name']} | {_pct(row.get('iou'))} | {_pct(row.get('dice'))} | "
+                f"{_pct(row.get('per_image_iou'))} | {_pct(row.get('per_image_dice'))} | {pub_iou} | {pub_dice} |"
+            )
+        notes.append(
+            f"- {LABELS[name]}: mean IoU {_pct(val.get('mean_iou'))}, pixel accuracy {_pct(val.get('pixel_accuracy'))}"
+            f" on {val.get('num_images')} val images; encoder weights `{meta.get('encoder_weights')}`; best epoch "
+            f"{meta.get('best_epoch')} of {meta.get('epochs_run')}; {meta.get('train_seconds', 0) / 60:.0f} min of "
+            f"training; float16 masks match float32 on {100 * meta.get('float16_agreement', 0):.3f}% of val pixels."
+        )
+    return "\n".join(lines + [""] + notes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.results", description=__doc__.split("\n")[0])
+    parser.add_argument("--release-dir", type=Path, default=DEFAULT_RELEASE_DIR)
+    print(results_table(parser.parse_args().release_dir))
+
+
+if __name__ == "__main__":
+    main()
