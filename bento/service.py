@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import aiohttp
 import bentoml
 import numpy as np
 from pydantic import Field
@@ -48,6 +50,26 @@ _HTTP_STATUS: dict[type[SegServeError], int] = {
     ModelFailed: 503,
     ModelNotInStore: 503,
 }
+
+
+# BentoML 1.4's service-to-service client replaces its aiohttp session every 100 requests and closes the
+# old one under requests still using it (bentoml issues 5540, 5544): those calls fail with a dropped
+# connection. Inference is idempotent, so such a call is sent again.
+MODEL_CALL_ATTEMPTS = 3
+_RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError, RuntimeError)
+
+
+async def call_model(call: Callable[[], Awaitable[Any]], attempts: int = MODEL_CALL_ATTEMPTS) -> Any:
+    """Await ``call()``, sending it again (up to ``attempts`` times) when the connection to the model service drops."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except _RETRYABLE as exc:
+            if attempt == attempts:
+                raise
+            logger.warning("model call failed (%s), attempt %d of %d; retrying", exc, attempt, attempts)
+            await asyncio.sleep(0.01 * attempt)
+    raise AssertionError("unreachable")
 
 
 def http_status(exc: SegServeError) -> int:
@@ -136,7 +158,8 @@ class SegServe:
         models_app.state.segserve = self
 
     async def _predict(self, name: str, images: np.ndarray) -> np.ndarray:
-        return await getattr(self.models.to_async, name)(images)
+        method = getattr(self.models.to_async, name)
+        return await call_model(lambda: method(images))
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
@@ -189,7 +212,7 @@ class SegServe:
         image: Annotated[Path, Field(description="The photo: PNG, JPEG, BMP, TIFF or WebP")],
         model: Annotated[str, Field(description="deeplabv3plus or unet; empty for the default")] = "",
         include_overlay: Annotated[bool, Field(description="Also return overlay_jpeg")] = False,
-    ) -> dict:
+    ) -> dict:  # the answer dict's schema for OpenAPI; returned as a JSONResponse to carry error statuses
         """Segment a photo into corrosion, asset and background (the SegmentResponse fields, bytes in base64)."""
         data = image.read_bytes()
         return await self.answer("http", "Segment", model, lambda: self.segmenter.segment(data, model, include_overlay))
@@ -202,7 +225,7 @@ class SegServe:
             Path, Field(description="RGB mask in the dataset colours or a single-channel class-id PNG, same size")
         ],
         model: Annotated[str, Field(description="deeplabv3plus or unet; empty for the default")] = "",
-    ) -> dict:
+    ) -> dict:  # as in segment
         """Segment a photo and score it against its ground truth (the EvaluateResponse fields)."""
         data, truth = image.read_bytes(), ground_truth.read_bytes()
         return await self.answer("http", "Evaluate", model, lambda: self.segmenter.evaluate(data, truth, model))
