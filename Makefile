@@ -50,7 +50,7 @@ bench: setup ## Measure batching throughput and latency side by side against a r
 	$(PY) -m loadtests.bench
 
 loadtest: setup ## Locust over gRPC and HTTP against a running server (headless, 60 s)
-	$(VENV)/bin/locust -f loadtests/locustfile.py --headless -u 8 -r 2 -t 60s --host http://127.0.0.1:$(SEGSERVE_HTTP_PORT)
+	PYTHONPATH=. $(VENV)/bin/locust -f loadtests/locustfile.py --headless -u 8 -r 2 -t 60s --host http://127.0.0.1:$(SEGSERVE_HTTP_PORT)
 
 bento: models ## Build the bento (service, proto, models, segserve wheel, requirements)
 	rm -rf dist && $(PY) -m pip wheel -q --no-deps -w dist .

@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtests.images import synthetic_png
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 
@@ -53,21 +54,6 @@ class Row:
 
     def percentile(self, q: float) -> float | None:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else None
-
-
-def synthetic_png() -> bytes:
-    """The locustfile's synthetic 640x480 photo (copied: importing the locustfile would patch gRPC for gevent)."""
-    import cv2
-
-    rng = np.random.default_rng(0)
-    rows = np.linspace(0.0, 1.0, 480)[:, None, None]
-    rgb = (((1 - rows) * (170, 190, 210) + rows * (90, 140, 80)) * np.ones((1, 640, 1))).astype(np.uint8)
-    rgb[192:288] = (120, 125, 135)
-    for _ in range(6):
-        center = (int(rng.integers(0, 640)), int(rng.integers(192, 288)))
-        cv2.circle(rgb, center, int(rng.integers(8, 30)), (150, 70, 30), -1)
-    noisy = np.clip(rgb.astype(np.int16) + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8)
-    return cv2.imencode(".png", cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
 class Bench:

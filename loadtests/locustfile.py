@@ -13,12 +13,11 @@ import os
 import time
 from pathlib import Path
 
-import cv2
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-import numpy as np
 from locust import HttpUser, User, between, task
 
+from loadtests.images import synthetic_png
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 
@@ -28,22 +27,6 @@ TIMEOUT_S = 60.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 GRPC_TARGET = os.environ.get("SEGSERVE_GRPC_TARGET") or f"127.0.0.1:{os.environ.get('SEGSERVE_GRPC_PORT', '50051')}"
 MODEL = os.environ.get("LOADTEST_MODEL", "")
-
-
-def synthetic_png(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
-    """A photo-like PNG: a gradient backdrop, a grey pipe across the middle with rust patches, mild noise."""
-    rng = np.random.default_rng(seed)
-    rows = np.linspace(0.0, 1.0, height)[:, None, None]
-    rgb = ((1 - rows) * (170, 190, 210) + rows * (90, 140, 80)) * np.ones((1, width, 1))
-    rgb = rgb.astype(np.uint8)
-    rgb[2 * height // 5 : 3 * height // 5] = (120, 125, 135)
-    for _ in range(6):
-        center = (int(rng.integers(0, width)), int(rng.integers(2 * height // 5, 3 * height // 5)))
-        cv2.circle(rgb, center, int(rng.integers(8, 30)), (150, 70, 30), -1)
-    noisy = np.clip(rgb.astype(np.int16) + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR))
-    assert ok
-    return buf.tobytes()
 
 
 IMAGE = Path(os.environ["LOADTEST_IMAGE"]).read_bytes() if os.environ.get("LOADTEST_IMAGE") else synthetic_png()

@@ -34,7 +34,7 @@ PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
     "deeplabv3plus": {"corrosion": {"iou": 0.5666, "dice": 0.6419}, "asset": {"iou": 0.8573, "dice": 0.9155}},
     "unet": {"corrosion": {"iou": 0.5254, "dice": 0.5900}, "asset": {"iou": 0.7007, "dice": 0.7993}},
 }
-_DISPLAY_NAMES = {"deeplabv3plus": "DeepLabV3+", "unet": "U-Net"}
+DISPLAY_NAMES = {"deeplabv3plus": "DeepLabV3+", "unet": "U-Net"}
 # Line colours for the classes in plots: the palette, darkened a little so lines read on white.
 _LINE_COLORS = {name: tuple(0.8 * PALETTE[i] / 255) for i, name in enumerate(CLASS_NAMES)}
 
@@ -200,7 +200,7 @@ def render_markdown(
     figures: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The markdown report of a metrics.json dict, linking the figures given as (title, file name)."""
-    display = _DISPLAY_NAMES.get(model_name, model_name)
+    display = DISPLAY_NAMES.get(model_name, model_name)
     std, avg = result["standard"], result["per_image"]
     lines = [f"# {display}: evaluation on the {result.get('split', '?')} split", ""]
     facts = [("images", result["num_images"])]
@@ -262,7 +262,7 @@ def render_markdown(
     ]
     for arch, published in PUBLISHED.items():
         cells = [_pct(published[c][m]) for c in ("corrosion", "asset") for m in ("iou", "dice")]
-        lines.append(f"| {_DISPLAY_NAMES[arch]} (published) | " + " | ".join(cells) + " |")
+        lines.append(f"| {DISPLAY_NAMES[arch]} (published) | " + " | ".join(cells) + " |")
     ours = [_pct(avg["per_class"][c][m]) for c in ("corrosion", "asset") for m in ("iou", "dice")]
     lines += [f"| **{display} (this report, per-image)** | " + " | ".join(ours) + " |", ""]
     lines += ["## Figures", ""]
@@ -300,7 +300,7 @@ def write_evaluation(
         result["ids"] = [str(i) for i in ids]
     (out / METRICS_FILE).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
 
-    display = _DISPLAY_NAMES.get(model_name, model_name)
+    display = DISPLAY_NAMES.get(model_name, model_name)
     split = result.get("split", "")
     plot_confusion(np.asarray(result["confusion_matrix"]), out / CONFUSION_FILE, f"{display}, {split} split")
     plot_predictions(images, truth, pred, out / PREDICTIONS_FILE, ids, cms, f"{display}, {split} split")

@@ -10,13 +10,8 @@ import json
 from pathlib import Path
 
 from segserve.store import ARCHITECTURES, DEFAULT_RELEASE_DIR
-
-# The original project's per-image averages (ResNet50 pretrained on ImageNet, its own 22-image test split).
-PUBLISHED = {
-    "deeplabv3plus": {"corrosion": (56.66, 64.19), "asset": (85.73, 91.55)},
-    "unet": {"corrosion": (52.54, 59.00), "asset": (70.07, 79.93)},
-}
-LABELS = {"deeplabv3plus": "DeepLabV3+", "unet": "U-Net"}
+from training.report import DISPLAY_NAMES as LABELS
+from training.report import PUBLISHED
 
 
 def _pct(value: float | None) -> str:
@@ -38,7 +33,7 @@ def results_table(release_dir: Path) -> str:
         val = meta["val_metrics"]
         for row in val["per_class"]:
             published = PUBLISHED[name].get(row["name"])
-            pub_iou, pub_dice = (f"{published[0]:.2f}", f"{published[1]:.2f}") if published else ("", "")
+            pub_iou, pub_dice = (_pct(published["iou"]), _pct(published["dice"])) if published else ("", "")
             lines.append(
                 f"| {LABELS[name]} | {row['name']} | {_pct(row.get('iou'))} | {_pct(row.get('dice'))} | "
                 f"{_pct(row.get('per_image_iou'))} | {_pct(row.get('per_image_dice'))} | {pub_iou} | {pub_dice} |"
