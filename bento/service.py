@@ -96,7 +96,10 @@ class Models:
                 logger.error("%s", exc)
                 raise SystemExit(f"segserve cannot start: {exc}") from exc
             size = info.input_size
-            model.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # trace and warm up before serving
+            # Trace before serving, at two batch sizes, so Keras relaxes the batch dimension once here rather
+            # than retracing for each new batch size under the first real load.
+            for batch in (1, max(2, settings.max_batch_size)):
+                model.predict_on_batch(np.zeros((batch, size, size, 3), np.float32))
             self.models[name] = model
             self.infos[name] = {"version": info.version, "input_size": size, "metadata": info.metadata}
             logger.info("loaded %s version %s", name, info.version)
