@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from segserve import inference
+from segserve import imaging, inference
 from segserve.classes import CLASSES
-from segserve.errors import ModelFailed, NotReady, Overloaded, UnknownModel
+from segserve.errors import InvalidInput, ModelFailed, NotReady, Overloaded, UnknownModel
 from segserve.settings import Settings
 from segserve.telemetry import get_telemetry
 
@@ -111,14 +111,12 @@ class Segmenter:
         """Answer an EvaluateRequest: the ground truth is validated before the model runs."""
         self.resolve(model)
         if not ground_truth:
-            raise inference.InvalidInput("ground_truth is empty")
+            raise InvalidInput("ground_truth is empty")
         prepared_truth = await asyncio.to_thread(self._check_pair, image, ground_truth)
         seg = await self._segmentation(image, model)
         return await asyncio.to_thread(inference.evaluate_answer, seg, prepared_truth)
 
     def _check_pair(self, image: bytes, ground_truth: bytes) -> np.ndarray:
-        from segserve import imaging
-
         width, height = imaging.image_size(image, self.settings.max_image_bytes, self.settings.max_image_pixels)
         return inference.prepare_truth(ground_truth, width, height, self.settings)
 
