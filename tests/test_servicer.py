@@ -29,6 +29,28 @@ def corrosion_everywhere(batch: np.ndarray) -> np.ndarray:
     return probs
 
 
+class HeldPredictor:
+    """A predictor whose answers wait until the test calls ``release()``."""
+
+    def __init__(self) -> None:
+        self.event: asyncio.Event | None = None
+
+    async def __call__(self, name: str, batch: np.ndarray) -> np.ndarray:
+        await self.event.wait()
+        return corrosion_everywhere(batch)
+
+    def arm(self) -> None:
+        self.event = asyncio.Event()  # created inside the test's event loop
+
+    def release(self) -> None:
+        self.event.set()
+
+
+async def wait_in_flight(segmenter: Segmenter, count: int) -> None:
+    while segmenter._in_flight.get("grpc", 0) < count:
+        await asyncio.sleep(0.01)
+
+
 async def with_server(segmenter: Segmenter, body) -> None:
     server, port = await create_server(segmenter)
     try:
@@ -75,25 +97,19 @@ def test_not_ready_until_models_are_set_then_serving():
 
 
 def test_overload_is_resource_exhausted_and_recovers():
-    release = None
-
-    async def predict(name, batch):
-        await release.wait()
-        return corrosion_everywhere(batch)
+    predict = HeldPredictor()
 
     async def body(server, channel, stub):
-        nonlocal release
-        release = asyncio.Event()
+        predict.arm()
         held = [asyncio.ensure_future(stub.Segment(pb.SegmentRequest(image=IMAGE))) for _ in range(2)]
-        while segmenter._in_flight.get("grpc", 0) < 2:
-            await asyncio.sleep(0.01)
+        await wait_in_flight(segmenter, 2)
         try:
             await stub.Segment(pb.SegmentRequest(image=IMAGE))
             raise AssertionError("a third request was admitted over the limit of 2")
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "busy" in exc.details()
-        release.set()
+        predict.release()
         assert [(await f).width for f in held] == [40, 40]
         assert (await stub.Segment(pb.SegmentRequest(image=IMAGE))).width == 40
 
@@ -102,23 +118,17 @@ def test_overload_is_resource_exhausted_and_recovers():
 
 
 def test_draining_reports_not_serving_and_finishes_calls_in_flight():
-    release = None
-
-    async def predict(name, batch):
-        await release.wait()
-        return corrosion_everywhere(batch)
+    predict = HeldPredictor()
 
     async def body(server, channel, stub):
-        nonlocal release
-        release = asyncio.Event()
+        predict.arm()
         await server.set_serving(True)
         in_flight = asyncio.ensure_future(stub.Segment(pb.SegmentRequest(image=IMAGE)))
-        while segmenter._in_flight.get("grpc", 0) < 1:
-            await asyncio.sleep(0.01)
+        await wait_in_flight(segmenter, 1)
         stopping = asyncio.ensure_future(server.stop(grace=10))
         await asyncio.sleep(0.05)
         assert server.health._server_status[""] == health_pb2.HealthCheckResponse.NOT_SERVING
-        release.set()
+        predict.release()
         assert (await in_flight).width == 40  # the call in flight was allowed to finish
         await stopping
 
