@@ -85,6 +85,7 @@ class Models:
     """Both segmentation models, loaded from the BentoML store, behind batchable APIs."""
 
     def __init__(self) -> None:
+        from segserve.predictor import Predictor
         from segserve.store import load_from_store
 
         self.models: dict[str, Any] = {}
@@ -98,19 +99,19 @@ class Models:
             size = info.input_size
             # Trace before serving, at two batch sizes, so Keras relaxes the batch dimension once here rather
             # than retracing for each new batch size under the first real load.
+            predictor = Predictor(model)
             for batch in (1, max(2, settings.max_batch_size)):
-                model.predict_on_batch(np.zeros((batch, size, size, 3), np.float32))
-            self.models[name] = model
+                predictor.probabilities(np.zeros((batch, size, size, 3), np.uint8))
+            self.models[name] = predictor
             self.infos[name] = {"version": info.version, "input_size": size, "metadata": info.metadata}
             logger.info("loaded %s version %s", name, info.version)
 
     def _predict(self, name: str, images: np.ndarray) -> np.ndarray:
-        from segserve.imaging import normalize
         from segserve.telemetry import get_telemetry
 
         telemetry = get_telemetry()
         started = time.perf_counter()
-        probs = np.asarray(self.models[name].predict_on_batch(normalize(images)))
+        probs = self.models[name].probabilities(images)
         telemetry.compute.labels(model=name).observe(time.perf_counter() - started)
         telemetry.batch_size.labels(model=name).observe(len(images))
         return probs.astype(np.float16)
@@ -213,7 +214,7 @@ class SegServe:
     async def segment(
         self,
         image: Annotated[Path, Field(description="The photo: PNG, JPEG, BMP, TIFF or WebP")],
-        model: Annotated[str, Field(description="deeplabv3plus or unet; empty for the default")] = "",
+        model: Annotated[str, Field(description="deeplabv3plus, unet or ensemble; empty for the default")] = "",
         include_overlay: Annotated[bool, Field(description="Also return overlay_jpeg")] = False,
     ) -> dict:  # the answer dict's schema for OpenAPI; returned as a JSONResponse to carry error statuses
         """Segment a photo into corrosion, asset and background (the SegmentResponse fields, bytes in base64)."""
@@ -227,7 +228,7 @@ class SegServe:
         ground_truth: Annotated[
             Path, Field(description="RGB mask in the dataset colours or a single-channel class-id PNG, same size")
         ],
-        model: Annotated[str, Field(description="deeplabv3plus or unet; empty for the default")] = "",
+        model: Annotated[str, Field(description="deeplabv3plus, unet or ensemble; empty for the default")] = "",
     ) -> dict:  # as in segment
         """Segment a photo and score it against its ground truth (the EvaluateResponse fields)."""
         data, truth = image.read_bytes(), ground_truth.read_bytes()

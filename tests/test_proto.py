@@ -37,6 +37,8 @@ def test_csharp_generation_uses_the_frontend_namespace(tmp_path):
     assert "namespace SegServe.V1 {" in source
     for name in ("SegmentRequest", "SegmentResponse", "EvaluateRequest", "EvaluateResponse", "ListModelsResponse"):
         assert f"public sealed partial class {name} " in source
+    assert "public enum ReviewReason {" in source
+    assert "public sealed partial class ReviewThresholds " in source
 
 
 def test_contract_field_names():
@@ -55,7 +57,7 @@ def test_contract_field_names():
         "corrosion_asset_ratio",
         "rust_grade",
     ]
-    assert fields["ClassCoverage"] == ["class_id", "name", "pixels", "fraction"]
+    assert fields["ClassCoverage"] == ["class_id", "name", "pixels", "fraction", "mean_confidence"]
     assert fields["EvaluateRequest"] == ["image", "ground_truth", "model"]
     assert set(fields["ClassMetrics"]) >= {"class_id", "name", "iou", "dice", "precision", "recall"}
     assert set(fields["ClassMetrics"]) >= {"true_pixels", "predicted_pixels"}
@@ -73,6 +75,54 @@ def test_contract_field_names():
     service = pb.DESCRIPTOR.services_by_name["SegmentationService"]
     assert [m.name for m in service.methods] == ["Segment", "Evaluate", "ListModels"]
     assert pb.DESCRIPTOR.package == "segserve.v1"
+
+
+def numbers(message: str) -> dict[str, int]:
+    return {f.name: f.number for f in pb.DESCRIPTOR.message_types_by_name[message].fields}
+
+
+def test_field_numbers_never_move():
+    """Fields keep their numbers; the review and ensemble fields were added after the first release."""
+    response = numbers("SegmentResponse")
+    assert [response[name] for name in ("model", "rust_grade", "model_seconds")] == [1, 10, 11]
+    assert {k: v for k, v in response.items() if v > 11} == {
+        "mean_confidence": 12,
+        "low_confidence_fraction": 13,
+        "confidence_threshold": 14,
+        "needs_review": 15,
+        "review_reasons": 16,
+        "models_agreement": 17,
+    }
+    assert numbers("ClassCoverage") == {"class_id": 1, "name": 2, "pixels": 3, "fraction": 4, "mean_confidence": 5}
+    info = numbers("ModelInfo")
+    assert info["encoder_weights"] == 10
+    assert {k: v for k, v in info.items() if v > 10} == {
+        "trained_from": 11,
+        "trained_on": 12,
+        "validation_ratio_mae": 13,
+        "validation_grade_exact": 14,
+        "validation_grade_within_one": 15,
+        "review": 16,
+        "members": 17,
+    }
+    reasons = pb.DESCRIPTOR.enum_types_by_name["ReviewReason"]
+    assert [(v.name, v.number) for v in reasons.values] == [
+        ("REVIEW_REASON_UNSPECIFIED", 0),
+        ("REVIEW_REASON_LOW_CONFIDENCE", 1),
+        ("REVIEW_REASON_NO_ASSET", 2),
+        ("REVIEW_REASON_IMAGE_TOO_SMALL", 3),
+        ("REVIEW_REASON_IMAGE_TOO_DARK", 4),
+        ("REVIEW_REASON_IMAGE_TOO_BLURRED", 5),
+        ("REVIEW_REASON_MODELS_DISAGREE", 6),
+    ]
+
+
+def test_review_reasons_match_the_contract():
+    from segserve import review
+    from segserve.inference import REVIEW_REASON_PREFIX
+
+    contract = [v.name for v in pb.DESCRIPTOR.enum_types_by_name["ReviewReason"].values][1:]
+    assert [REVIEW_REASON_PREFIX + r for r in review.REASONS] == contract
 
 
 def test_every_message_and_field_is_documented():

@@ -118,7 +118,9 @@ def test_grpc_evaluate(stub, as_ids):
 
 def test_grpc_list_models(stub):
     models = {m.name: m for m in stub.ListModels(pb.ListModelsRequest()).models}
-    assert set(models) == {"deeplabv3plus", "unet"}
+    assert set(models) == {"deeplabv3plus", "unet", "ensemble"}
+    assert list(models["ensemble"].members) == ["deeplabv3plus", "unet"]
+    assert models["unet"].review.confidence_threshold > 0
     assert models["deeplabv3plus"].is_default and not models["unet"].is_default
     assert [(c.id, c.name, c.red, c.green, c.blue) for c in models["unet"].classes] == [
         (0, "corrosion", 255, 0, 0),
@@ -156,7 +158,56 @@ def test_http_evaluate_and_models(http):
     assert sum(body["confusion_matrix"]) == 320 * 200
     assert {m["name"] for m in body["per_class"]} == {"corrosion", "asset", "background"}
     models = http.get("/models").json()["models"]
-    assert [m["name"] for m in models] == ["deeplabv3plus", "unet"]
+    assert [m["name"] for m in models] == ["deeplabv3plus", "unet", "ensemble"]
+
+
+def check_review_fields(answer: dict) -> None:
+    """Confidence and review fields of a SegmentResponse (as a dict) are present and consistent."""
+    assert 0 < answer["mean_confidence"] <= 1 and 0 <= answer["low_confidence_fraction"] <= 1
+    assert 0 < answer["confidence_threshold"] < 1
+    for c in answer["coverage"]:
+        assert c["mean_confidence"] is None or 0 < c["mean_confidence"] <= 1
+    assert answer["needs_review"] == bool(answer["review_reasons"])
+    assert all(r.startswith("REVIEW_REASON_") for r in answer["review_reasons"])
+
+
+def grpc_answer(message) -> dict:
+    from google.protobuf.json_format import MessageToDict
+
+    answer = MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    for c in answer["coverage"]:
+        c["pixels"] = int(c["pixels"])
+        c["mean_confidence"] = None if c["mean_confidence"] == "NaN" else c["mean_confidence"]
+    return answer
+
+
+def test_review_fields_and_ensemble_on_both_transports(stub, http):
+    image = png(photo(160, 120))
+    single = grpc_answer(stub.Segment(pb.SegmentRequest(image=image, model="unet")))
+    check_review_fields(single)
+    assert "models_agreement" not in single
+    ensemble = grpc_answer(stub.Segment(pb.SegmentRequest(image=image, model="ensemble")))
+    check_review_fields(ensemble)
+    assert ensemble["model"] == "ensemble" and "deeplabv3plus:" in ensemble["model_version"]
+    assert 0 <= ensemble["models_agreement"] <= 1
+
+    r = http.post("/segment", files={"image": ("p.png", image, "image/png")}, data={"model": "ensemble"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    check_review_fields(body)
+    # the same photo and models give the same answer over both transports
+    for key in ("models_agreement", "mean_confidence", "low_confidence_fraction", "needs_review", "review_reasons"):
+        assert body[key] == pytest.approx(ensemble[key]), key
+    assert http.post("/segment", files={"image": ("p.png", image, "image/png")}).json()["models_agreement"] is None
+
+
+def test_blank_photo_is_flagged_for_review(stub, http):
+    blank = png(np.full((120, 160, 3), 200, np.uint8))
+    answer = stub.Segment(pb.SegmentRequest(image=blank))
+    assert answer.needs_review
+    assert pb.REVIEW_REASON_IMAGE_TOO_BLURRED in answer.review_reasons
+    body = http.post("/segment", files={"image": ("b.png", blank, "image/png")}).json()
+    assert body["needs_review"] is True and "REVIEW_REASON_IMAGE_TOO_BLURRED" in body["review_reasons"]
 
 
 def test_large_photo_passes_both_transports(stub, http):
@@ -298,6 +349,30 @@ def test_both_transports_share_one_batching_path(stub, http):
         grew = metric(after, "segserve_requests_total", transport=transport, method="Segment", model="unet", code=ok)
         was = metric(before, "segserve_requests_total", transport=transport, method="Segment", model="unet", code=ok)
         assert grew - was == 24
+
+
+def test_ensemble_requests_batch_with_single_model_requests(stub, http):
+    """Each ensemble request sends one image to each model's batchable API, merged with other requests."""
+    before = scrape(http)
+    image = png(photo(96, 64))
+
+    def call(model):
+        return stub.Segment(pb.SegmentRequest(image=image, model=model)).model
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        models = ["ensemble"] * 8 + ["unet"] * 8
+        assert list(pool.map(call, models)) == models
+    after = scrape(http)
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    # at least: a model call dropped by the client's session refresh is sent again (bento/service.py: call_model)
+    assert grew("segserve_batch_size_sum", model="deeplabv3plus") >= 8
+    unet_images = grew("segserve_batch_size_sum", model="unet")
+    assert unet_images >= 16 and grew("segserve_batch_size_count", model="unet") < unet_images
+    assert grew("segserve_prediction_confidence_count", model="ensemble") == 8
+    assert grew("segserve_requests_total", transport="grpc", method="Segment", model="ensemble", code="OK") == 8
 
 
 def test_metrics_exposition(stub, http):

@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from segserve import imaging, metrics
+from segserve import imaging, metrics, review
 from segserve.classes import CLASSES, NUM_CLASSES
 from segserve.errors import InvalidInput
 from segserve.settings import Settings
+
+REVIEW_REASON_PREFIX = "REVIEW_REASON_"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class Segmentation:
     corrosion_asset_ratio: float
     rust_grade: int
     model_seconds: float
+    confidence: review.Confidence
+    confidence_threshold: float
+    review_reasons: tuple[str, ...]
+    models_agreement: float | None = None
 
 
 def prepare_image(data: bytes, settings: Settings, size: int = imaging.MODEL_INPUT_SIZE) -> Prepared:
@@ -66,11 +72,25 @@ def prepare_truth(data: bytes, width: int, height: int, settings: Settings) -> n
     return truth
 
 
-def segmentation(prepared: Prepared, probs: np.ndarray, model: str, version: str, model_seconds: float) -> Segmentation:
-    """Turn the model's probabilities (S, S, C) for one prepared image into a Segmentation."""
+def segmentation(
+    prepared: Prepared,
+    probs: np.ndarray,
+    model: str,
+    version: str,
+    model_seconds: float,
+    thresholds: review.ReviewThresholds,
+    models_agreement: float | None = None,
+) -> Segmentation:
+    """Turn the model's probabilities (S, S, C) for one prepared image into a Segmentation with its review signals.
+
+    Confidence and image quality are measured at the model's input size; the mask is at the input's own size.
+    """
     mask = imaging.postprocess(probs, prepared.width, prepared.height)
     pixels = metrics.class_pixels(mask)
     ratio = metrics.corrosion_asset_ratio(pixels)
+    conf = review.confidence(probs, thresholds.confidence_threshold)
+    quality = review.image_quality(prepared.model_input, min_side=min(prepared.width, prepared.height))
+    reasons = review.review_reasons(conf, quality, pixels, thresholds, models_agreement)
     return Segmentation(
         model=model,
         model_version=version,
@@ -80,6 +100,10 @@ def segmentation(prepared: Prepared, probs: np.ndarray, model: str, version: str
         corrosion_asset_ratio=ratio,
         rust_grade=metrics.rust_grade(ratio),
         model_seconds=model_seconds,
+        confidence=conf,
+        confidence_threshold=thresholds.confidence_threshold,
+        review_reasons=tuple(reasons),
+        models_agreement=models_agreement,
     )
 
 
@@ -95,12 +119,24 @@ def segment_answer(seg: Segmentation, include_overlay: bool) -> dict[str, Any]:
         "color_mask_png": imaging.encode_png(imaging.colorize(seg.mask)),
         "overlay_jpeg": imaging.encode_jpeg(imaging.overlay(seg.image, seg.mask)) if include_overlay else b"",
         "coverage": [
-            {"class_id": c.id, "name": c.name, "pixels": int(seg.pixels[c.id]), "fraction": seg.pixels[c.id] / total}
+            {
+                "class_id": c.id,
+                "name": c.name,
+                "pixels": int(seg.pixels[c.id]),
+                "fraction": seg.pixels[c.id] / total,
+                "mean_confidence": float(seg.confidence.per_class[c.id]),
+            }
             for c in CLASSES
         ],
         "corrosion_asset_ratio": seg.corrosion_asset_ratio,
         "rust_grade": seg.rust_grade,
         "model_seconds": seg.model_seconds,
+        "mean_confidence": seg.confidence.mean,
+        "low_confidence_fraction": seg.confidence.low_fraction,
+        "confidence_threshold": seg.confidence_threshold,
+        "needs_review": bool(seg.review_reasons),
+        "review_reasons": [REVIEW_REASON_PREFIX + r for r in seg.review_reasons],
+        "models_agreement": seg.models_agreement,
     }
 
 

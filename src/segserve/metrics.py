@@ -161,3 +161,22 @@ def rust_grade(ratio: float) -> int:
         if ratio <= limit:
             return 10 - i
     return 0
+
+
+def ratio_agreement(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """How well predicted class masks (N, H, W) tell what an inspector reads, against their truths (N, H, W).
+
+    Returns ``ratio_mae``: mean absolute error of the corroded share of the asset (corrosion_asset_ratio),
+    ``grade_exact`` and ``grade_within_one``: shares of images whose ASTM D610 rust grade is the truth's,
+    exactly and within one grade.
+    """
+    if len(truth) != len(pred) or not len(truth):
+        raise ValueError(f"need the same non-zero number of truths and predictions, got {len(truth)} and {len(pred)}")
+    true_ratio = np.array([corrosion_asset_ratio(class_pixels(t)) for t in truth])
+    pred_ratio = np.array([corrosion_asset_ratio(class_pixels(p)) for p in pred])
+    grade_gap = np.abs(np.array([rust_grade(r) for r in true_ratio]) - np.array([rust_grade(r) for r in pred_ratio]))
+    return {
+        "ratio_mae": float(np.abs(true_ratio - pred_ratio).mean()),
+        "grade_exact": float((grade_gap == 0).mean()),
+        "grade_within_one": float((grade_gap <= 1).mean()),
+    }

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 # Latency buckets (seconds) sized for CPU inference of one image up to a batch under load.
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
 _RATIO_BUCKETS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.16, 0.33, 0.5, 1.0)  # ASTM D610 limits
 
 
@@ -60,6 +61,17 @@ class Telemetry:
             "Corroded share of the asset in answered Segment and Evaluate requests.",
             ["model"],
             buckets=_RATIO_BUCKETS,
+        )
+        self.confidence = Histogram(
+            "segserve_prediction_confidence",
+            "Mean top class probability of each answered Segment and Evaluate request (a fall signals drift).",
+            ["model"],
+            buckets=_CONFIDENCE_BUCKETS,
+        )
+        self.review_flags = Counter(
+            "segserve_review_flags_total",
+            "Answers flagged for review, by model and reason (an answer with two reasons counts twice).",
+            ["model", "reason"],
         )
 
 

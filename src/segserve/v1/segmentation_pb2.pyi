@@ -1,10 +1,28 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReviewReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVIEW_REASON_UNSPECIFIED: _ClassVar[ReviewReason]
+    REVIEW_REASON_LOW_CONFIDENCE: _ClassVar[ReviewReason]
+    REVIEW_REASON_NO_ASSET: _ClassVar[ReviewReason]
+    REVIEW_REASON_IMAGE_TOO_SMALL: _ClassVar[ReviewReason]
+    REVIEW_REASON_IMAGE_TOO_DARK: _ClassVar[ReviewReason]
+    REVIEW_REASON_IMAGE_TOO_BLURRED: _ClassVar[ReviewReason]
+    REVIEW_REASON_MODELS_DISAGREE: _ClassVar[ReviewReason]
+REVIEW_REASON_UNSPECIFIED: ReviewReason
+REVIEW_REASON_LOW_CONFIDENCE: ReviewReason
+REVIEW_REASON_NO_ASSET: ReviewReason
+REVIEW_REASON_IMAGE_TOO_SMALL: ReviewReason
+REVIEW_REASON_IMAGE_TOO_DARK: ReviewReason
+REVIEW_REASON_IMAGE_TOO_BLURRED: ReviewReason
+REVIEW_REASON_MODELS_DISAGREE: ReviewReason
 
 class SegmentRequest(_message.Message):
     __slots__ = ("image", "model", "include_overlay")
@@ -17,19 +35,21 @@ class SegmentRequest(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., model: _Optional[str] = ..., include_overlay: _Optional[bool] = ...) -> None: ...
 
 class ClassCoverage(_message.Message):
-    __slots__ = ("class_id", "name", "pixels", "fraction")
+    __slots__ = ("class_id", "name", "pixels", "fraction", "mean_confidence")
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PIXELS_FIELD_NUMBER: _ClassVar[int]
     FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     class_id: int
     name: str
     pixels: int
     fraction: float
-    def __init__(self, class_id: _Optional[int] = ..., name: _Optional[str] = ..., pixels: _Optional[int] = ..., fraction: _Optional[float] = ...) -> None: ...
+    mean_confidence: float
+    def __init__(self, class_id: _Optional[int] = ..., name: _Optional[str] = ..., pixels: _Optional[int] = ..., fraction: _Optional[float] = ..., mean_confidence: _Optional[float] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("model", "model_version", "width", "height", "mask_png", "color_mask_png", "overlay_jpeg", "coverage", "corrosion_asset_ratio", "rust_grade", "model_seconds")
+    __slots__ = ("model", "model_version", "width", "height", "mask_png", "color_mask_png", "overlay_jpeg", "coverage", "corrosion_asset_ratio", "rust_grade", "model_seconds", "mean_confidence", "low_confidence_fraction", "confidence_threshold", "needs_review", "review_reasons", "models_agreement")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +61,12 @@ class SegmentResponse(_message.Message):
     CORROSION_ASSET_RATIO_FIELD_NUMBER: _ClassVar[int]
     RUST_GRADE_FIELD_NUMBER: _ClassVar[int]
     MODEL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_REVIEW_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_REASONS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     width: int
@@ -52,7 +78,13 @@ class SegmentResponse(_message.Message):
     corrosion_asset_ratio: float
     rust_grade: int
     model_seconds: float
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., mask_png: _Optional[bytes] = ..., color_mask_png: _Optional[bytes] = ..., overlay_jpeg: _Optional[bytes] = ..., coverage: _Optional[_Iterable[_Union[ClassCoverage, _Mapping]]] = ..., corrosion_asset_ratio: _Optional[float] = ..., rust_grade: _Optional[int] = ..., model_seconds: _Optional[float] = ...) -> None: ...
+    mean_confidence: float
+    low_confidence_fraction: float
+    confidence_threshold: float
+    needs_review: bool
+    review_reasons: _containers.RepeatedScalarFieldContainer[ReviewReason]
+    models_agreement: float
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., mask_png: _Optional[bytes] = ..., color_mask_png: _Optional[bytes] = ..., overlay_jpeg: _Optional[bytes] = ..., coverage: _Optional[_Iterable[_Union[ClassCoverage, _Mapping]]] = ..., corrosion_asset_ratio: _Optional[float] = ..., rust_grade: _Optional[int] = ..., model_seconds: _Optional[float] = ..., mean_confidence: _Optional[float] = ..., low_confidence_fraction: _Optional[float] = ..., confidence_threshold: _Optional[float] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[_Union[ReviewReason, str]]] = ..., models_agreement: _Optional[float] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("image", "ground_truth", "model")
@@ -141,7 +173,7 @@ class ClassValidationMetrics(_message.Message):
     def __init__(self, class_id: _Optional[int] = ..., name: _Optional[str] = ..., iou: _Optional[float] = ..., dice: _Optional[float] = ..., per_image_iou: _Optional[float] = ..., per_image_dice: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "architecture", "input_size", "classes", "is_default", "validation", "validation_mean_iou", "validation_pixel_accuracy", "encoder_weights")
+    __slots__ = ("name", "version", "architecture", "input_size", "classes", "is_default", "validation", "validation_mean_iou", "validation_pixel_accuracy", "encoder_weights", "trained_from", "trained_on", "validation_ratio_mae", "validation_grade_exact", "validation_grade_within_one", "review", "members")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +184,13 @@ class ModelInfo(_message.Message):
     VALIDATION_MEAN_IOU_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_PIXEL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ENCODER_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FROM_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_ON_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_RATIO_MAE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_GRADE_EXACT_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_GRADE_WITHIN_ONE_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     architecture: str
@@ -162,7 +201,32 @@ class ModelInfo(_message.Message):
     validation_mean_iou: float
     validation_pixel_accuracy: float
     encoder_weights: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[str] = ..., input_size: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., is_default: _Optional[bool] = ..., validation: _Optional[_Iterable[_Union[ClassValidationMetrics, _Mapping]]] = ..., validation_mean_iou: _Optional[float] = ..., validation_pixel_accuracy: _Optional[float] = ..., encoder_weights: _Optional[str] = ...) -> None: ...
+    trained_from: str
+    trained_on: str
+    validation_ratio_mae: float
+    validation_grade_exact: float
+    validation_grade_within_one: float
+    review: ReviewThresholds
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[str] = ..., input_size: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., is_default: _Optional[bool] = ..., validation: _Optional[_Iterable[_Union[ClassValidationMetrics, _Mapping]]] = ..., validation_mean_iou: _Optional[float] = ..., validation_pixel_accuracy: _Optional[float] = ..., encoder_weights: _Optional[str] = ..., trained_from: _Optional[str] = ..., trained_on: _Optional[str] = ..., validation_ratio_mae: _Optional[float] = ..., validation_grade_exact: _Optional[float] = ..., validation_grade_within_one: _Optional[float] = ..., review: _Optional[_Union[ReviewThresholds, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReviewThresholds(_message.Message):
+    __slots__ = ("confidence_threshold", "max_low_confidence_fraction", "min_asset_fraction", "min_side", "min_brightness", "min_sharpness", "min_agreement")
+    CONFIDENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOW_CONFIDENCE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_ASSET_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MIN_BRIGHTNESS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SHARPNESS_FIELD_NUMBER: _ClassVar[int]
+    MIN_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    confidence_threshold: float
+    max_low_confidence_fraction: float
+    min_asset_fraction: float
+    min_side: int
+    min_brightness: float
+    min_sharpness: float
+    min_agreement: float
+    def __init__(self, confidence_threshold: _Optional[float] = ..., max_low_confidence_fraction: _Optional[float] = ..., min_asset_fraction: _Optional[float] = ..., min_side: _Optional[int] = ..., min_brightness: _Optional[float] = ..., min_sharpness: _Optional[float] = ..., min_agreement: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
