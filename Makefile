@@ -9,7 +9,7 @@ SEGSERVE_GRPC_PORT ?= 50051
 export SEGSERVE_HTTP_PORT SEGSERVE_GRPC_PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto models serve test test-fast lint format train bench loadtest bento clean
+.PHONY: help setup proto models serve test test-fast lint format train bench loadtest bento clean ops-tools
 
 help: ## List the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,12 @@ loadtest: setup ## Locust over gRPC and HTTP against a running server (headless,
 bento: models ## Build the bento (service, proto, models, segserve wheel, requirements)
 	rm -rf dist && $(PY) -m pip wheel -q --no-deps -w dist .
 	$(PY) -m bentoml build .
+
+ops-tools: ## Install promtool and prometheus (Debian's prometheus package) if missing; as root or with sudo
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then echo "promtool and prometheus: installed"; \
+	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus && \
+	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now prometheus; fi; fi
 
 clean: ## Remove build outputs (not .venv, not the model store)
 	rm -rf build dist .pytest_cache .ruff_cache
