@@ -46,11 +46,17 @@ format: setup ## Fix lint and formatting with ruff
 train: setup ## Train both models on DATA (resumable: rerun to continue), then export them to models/
 	for m in deeplabv3plus unet; do $(PY) -m training.train --model $$m --data $(DATA) --resume && $(PY) -m training.export --run runs/$$m --import || exit 1; done
 
-bench: setup ## Measure batching throughput and latency side by side against a running server
+bench: setup ## Raw, naive and served throughput and latency side by side (run against `make serve`, same BENTOML_HOME)
 	$(PY) -m loadtests.bench
 
-loadtest: setup ## Locust over gRPC and HTTP against a running server (headless, 60 s)
-	PYTHONPATH=. $(VENV)/bin/locust -f loadtests/locustfile.py --headless -u 8 -r 2 -t 60s --host http://127.0.0.1:$(SEGSERVE_HTTP_PORT)
+LOADTEST_STEPS ?= 1,2,4,8,16
+LOADTEST_STEP_SECONDS ?= 30
+LOADTEST_THRESHOLDS ?= loadtests/thresholds.json
+loadtest: setup ## Locust, gRPC and HTTP users stepped 1,2,4,8,16, against a running server; fails on a threshold breach
+	mkdir -p loadtests/out
+	LOADTEST_STEPS=$(LOADTEST_STEPS) LOADTEST_STEP_SECONDS=$(LOADTEST_STEP_SECONDS) PYTHONPATH=. $(VENV)/bin/locust \
+		-f loadtests/locustfile.py --headless --only-summary --csv loadtests/out/locust --host http://127.0.0.1:$(SEGSERVE_HTTP_PORT)
+	$(PY) -m loadtests.thresholds --stats loadtests/out/locust_stats.csv --thresholds $(LOADTEST_THRESHOLDS)
 
 bento: models ## Build the bento (service, proto, models, segserve wheel, requirements)
 	rm -rf dist && $(PY) -m pip wheel -q --no-deps -w dist .

@@ -23,33 +23,14 @@ import numpy as np
 from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from segserve.errors import (
-    InvalidInput,
-    ModelFailed,
-    ModelNotInStore,
-    NotReady,
-    Overloaded,
-    SegServeError,
-    TooLarge,
-    UnknownModel,
-)
+from segserve.errors import ModelNotInStore
 from segserve.settings import get_settings
 
 logger = logging.getLogger("segserve")
 settings = get_settings()
-
-_HTTP_STATUS: dict[type[SegServeError], int] = {
-    InvalidInput: 400,
-    UnknownModel: 404,
-    TooLarge: 413,
-    Overloaded: 429,
-    NotReady: 503,
-    ModelFailed: 503,
-    ModelNotInStore: 503,
-}
 
 
 # BentoML 1.4's service-to-service client replaces its aiohttp session every 100 requests and closes the
@@ -72,59 +53,69 @@ async def call_model(call: Callable[[], Awaitable[Any]], attempts: int = MODEL_C
     raise AssertionError("unreachable")
 
 
-def http_status(exc: SegServeError) -> int:
-    """The HTTP status of a segserve error."""
-    for kind, status in _HTTP_STATUS.items():
-        if isinstance(exc, kind):
-            return status
-    return 400
-
-
 @bentoml.service(name="segserve-models", workers=1, traffic={"timeout": 300})
 class Models:
     """Both segmentation models, loaded from the BentoML store, behind batchable APIs."""
 
     def __init__(self) -> None:
-        from segserve.predictor import Predictor
-        from segserve.store import load_from_store
+        from segserve.predictor import load_predictor
+        from segserve.store import served_model
 
         self.models: dict[str, Any] = {}
         self.infos: dict[str, dict[str, Any]] = {}
         for name in settings.model_names:
             try:
-                model, info = load_from_store(name)
+                model_dir, info = served_model(name)
             except ModelNotInStore as exc:
                 logger.error("%s", exc)
                 raise SystemExit(f"segserve cannot start: {exc}") from exc
             size = info.input_size
-            # Trace before serving, at two batch sizes, so Keras relaxes the batch dimension once here rather
-            # than retracing for each new batch size under the first real load.
-            predictor = Predictor(model)
+            predictor = load_predictor(model_dir, settings.backend, size, settings.model_threads)
+            # Run before serving, at two batch sizes, so that the first requests pay no tracing (TensorFlow
+            # relaxes the batch dimension once) or allocation cost.
             for batch in (1, max(2, settings.max_batch_size)):
-                predictor.probabilities(np.zeros((batch, size, size, 3), np.uint8))
+                predictor.predict(np.zeros((batch, size, size, 3), np.uint8))
             self.models[name] = predictor
-            self.infos[name] = {"version": info.version, "input_size": size, "metadata": info.metadata}
-            logger.info("loaded %s version %s", name, info.version)
+            self.infos[name] = {
+                "version": info.version,
+                "input_size": size,
+                "metadata": info.metadata,
+                "backend": settings.backend,
+            }
+            logger.info("loaded %s version %s on %s", name, info.version, settings.backend)
 
-    def _predict(self, name: str, images: np.ndarray) -> np.ndarray:
+    def _observe(self, name: str, images: np.ndarray, run: Callable[[], Any]) -> np.ndarray:
+        from segserve.predictor import pack
         from segserve.telemetry import get_telemetry
 
         telemetry = get_telemetry()
         started = time.perf_counter()
-        probs = self.models[name].probabilities(images)
+        packed = pack(run())
         telemetry.compute.labels(model=name).observe(time.perf_counter() - started)
         telemetry.batch_size.labels(model=name).observe(len(images))
-        return probs.astype(np.float16)
+        return packed
+
+    def _predict(self, name: str, images: np.ndarray) -> np.ndarray:
+        return self._observe(name, images, lambda: self.models[name].predict(images))
 
     @bentoml.api(batchable=True, max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
     def deeplabv3plus(self, images: np.ndarray) -> np.ndarray:
-        """RGB uint8 (N, S, S, 3) -> class probabilities float16 (N, S, S, 3) from DeepLabV3+."""
+        """RGB uint8 (N, S, S, 3) -> packed class ids and confidences uint8 (N, S, S, 2) from DeepLabV3+."""
         return self._predict("deeplabv3plus", images)
 
     @bentoml.api(batchable=True, max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
     def unet(self, images: np.ndarray) -> np.ndarray:
-        """RGB uint8 (N, S, S, 3) -> class probabilities float16 (N, S, S, 3) from U-Net."""
+        """RGB uint8 (N, S, S, 3) -> packed class ids and confidences uint8 (N, S, S, 2) from U-Net."""
         return self._predict("unet", images)
+
+    @bentoml.api(batchable=True, max_batch_size=settings.max_batch_size, max_latency_ms=settings.max_latency_ms)
+    def ensemble(self, images: np.ndarray) -> np.ndarray:
+        """RGB uint8 (N, S, S, 3) -> the mean of every model's probabilities, packed with each model's own class
+        ids: uint8 (N, S, S, 2 + models)."""
+        from segserve.predictor import predict_ensemble
+
+        members = [self.models[name] for name in sorted(self.models)]
+        return self._observe("ensemble", images, lambda: predict_ensemble(members, images))
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
@@ -134,32 +125,40 @@ class Models:
 
 async def _list_models(request: Request) -> Response:
     """GET /models: the ListModelsResponse fields as JSON."""
+    from segserve.http_api import respond
+
     segserve: SegServe = request.app.state.segserve
 
-    async def work() -> dict[str, Any]:
+    async def work(deadline: float | None) -> dict[str, Any]:
         return segserve.segmenter.list_models()
 
-    return await segserve.answer("http", "ListModels", None, work)
+    return await respond(segserve.edge, "ListModels", None, request.headers, work)
 
 
 models_app = Starlette(routes=[Route("/models", _list_models, methods=["GET"])])
+# TLS for HTTP from the settings (the gRPC server takes the same files in start_grpc).
+_SSL = {"enabled": True, "certfile": settings.tls_cert_file, "keyfile": settings.tls_key_file} if settings.tls else {}
 
 
 @bentoml.asgi_app(models_app, path="/")
-@bentoml.service(name="segserve", workers=1, traffic={"timeout": 300})
+@bentoml.service(name="segserve", workers=1, traffic={"timeout": 300}, **({"ssl": _SSL} if _SSL else {}))
 class SegServe:
-    """The entry service: HTTP API, gRPC server, and the shared Segmenter."""
+    """The entry service: HTTP API, gRPC server, and the shared Segmenter behind one Edge."""
 
     models = bentoml.depends(Models)
 
     def __init__(self) -> None:
+        from segserve.auth import TokenAuth
+        from segserve.edge import Edge
         from segserve.segmenter import Segmenter
 
         self.settings = settings
         self.segmenter = Segmenter(self._predict, {}, settings)
+        self.edge = Edge(self.segmenter, TokenAuth.from_settings(settings))
         self.grpc = None
         self._ready_task: asyncio.Task | None = None
         models_app.state.segserve = self
+        _edges.append(self.edge)
 
     async def _predict(self, name: str, images: np.ndarray) -> np.ndarray:
         method = getattr(self.models.to_async, name)
@@ -167,10 +166,13 @@ class SegServe:
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
-        from segserve.servicer import GrpcServer
+        from segserve.servicer import GrpcServer, server_credentials
 
         address = f"{settings.grpc_host}:{settings.grpc_port}"
-        self.grpc = GrpcServer(self.segmenter, address, settings.grpc_max_message_bytes)
+        credentials = None
+        if settings.tls:
+            credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        self.grpc = GrpcServer(self.edge, address, settings.grpc_max_message_bytes, credentials)
         await self.grpc.start()
         logger.info("gRPC listening on %s (NOT_SERVING until the models answer)", address)
         self._ready_task = asyncio.create_task(self._wait_for_models())
@@ -194,32 +196,23 @@ class SegServe:
         if self.grpc is not None:
             await self.grpc.stop(settings.grpc_grace_seconds)
 
-    async def answer(self, transport: str, method: str, model: str | None, work) -> Response:
-        """Run ``work`` for an HTTP request: admission, metrics, and a JSON answer or a JSON error."""
-        from segserve.inference import to_json
-
-        started = time.perf_counter()
-        status = 200
-        try:
-            with self.segmenter.admit(transport):
-                body = to_json(await work())
-        except SegServeError as exc:
-            status = http_status(exc)
-            body = {"error": str(exc), "code": type(exc).__name__}
-        finally:
-            self.segmenter.record(transport, method, model, str(status), time.perf_counter() - started)
-        return JSONResponse(body, status_code=status)
-
     @bentoml.api(route="/segment")
     async def segment(
         self,
         image: Annotated[Path, Field(description="The photo: PNG, JPEG, BMP, TIFF or WebP")],
+        ctx: bentoml.Context,
         model: Annotated[str, Field(description="deeplabv3plus, unet or ensemble; empty for the default")] = "",
         include_overlay: Annotated[bool, Field(description="Also return overlay_jpeg")] = False,
     ) -> dict:  # the answer dict's schema for OpenAPI; returned as a JSONResponse to carry error statuses
         """Segment a photo into corrosion, asset and background (the SegmentResponse fields, bytes in base64)."""
+        from segserve.http_api import respond
+
         data = image.read_bytes()
-        return await self.answer("http", "Segment", model, lambda: self.segmenter.segment(data, model, include_overlay))
+
+        async def work(deadline: float | None) -> dict[str, Any]:
+            return await self.segmenter.segment(data, model, include_overlay, deadline)
+
+        return _in_context(ctx, await respond(self.edge, "Segment", model, ctx.request.headers, work))
 
     @bentoml.api(route="/evaluate")
     async def evaluate(
@@ -228,8 +221,42 @@ class SegServe:
         ground_truth: Annotated[
             Path, Field(description="RGB mask in the dataset colours or a single-channel class-id PNG, same size")
         ],
+        ctx: bentoml.Context,
         model: Annotated[str, Field(description="deeplabv3plus, unet or ensemble; empty for the default")] = "",
     ) -> dict:  # as in segment
         """Segment a photo and score it against its ground truth (the EvaluateResponse fields)."""
+        from segserve.http_api import respond
+
         data, truth = image.read_bytes(), ground_truth.read_bytes()
-        return await self.answer("http", "Evaluate", model, lambda: self.segmenter.evaluate(data, truth, model))
+
+        async def work(deadline: float | None) -> dict[str, Any]:
+            return await self.segmenter.evaluate(data, truth, model, deadline)
+
+        return _in_context(ctx, await respond(self.edge, "Evaluate", model, ctx.request.headers, work))
+
+
+def _in_context(ctx: bentoml.Context, response: Response) -> Response:
+    """A response whose status and headers BentoML keeps: with a Context in the signature it answers with the
+    context's status, so the status and headers are copied there."""
+    ctx.response.status_code = response.status_code
+    for key, value in response.headers.items():
+        if key.lower() not in ("content-length", "content-type"):
+            ctx.response.headers[key] = value
+    return response
+
+
+# The Edge of this process, for the /metrics guard (the middleware is built before the service instance).
+_edges: list[Any] = []
+
+
+def _current_edge() -> Any:
+    return _edges[-1] if _edges else None
+
+
+def _install_metrics_guard() -> None:
+    from segserve.http_api import MetricsGuard
+
+    SegServe.add_asgi_middleware(MetricsGuard, edge_of=_current_edge)
+
+
+_install_metrics_guard()

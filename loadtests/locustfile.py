@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-from locust import HttpUser, User, between, task
+from locust import HttpUser, LoadTestShape, User, between, task
 
 from loadtests.images import synthetic_png
 from segserve.v1 import segmentation_pb2 as pb
@@ -99,3 +99,18 @@ class HttpSegmentUser(HttpUser):
     @task(1)
     def models(self) -> None:
         self.client.get("/models", timeout=TIMEOUT_S)
+
+
+STEPS = [int(u) for u in os.environ.get("LOADTEST_STEPS", "").split(",") if u.strip()]
+STEP_SECONDS = float(os.environ.get("LOADTEST_STEP_SECONDS", "30"))
+
+if STEPS:  # only then does Locust run this shape instead of its -u/-r/-t options
+
+    class SteppedLoad(LoadTestShape):
+        """LOADTEST_STEPS users (for example 1,2,4,8,16), each step LOADTEST_STEP_SECONDS long, then stop."""
+
+        def tick(self):
+            step = int(self.get_run_time() // STEP_SECONDS)
+            if step >= len(STEPS):
+                return None
+            return STEPS[step], STEPS[step]

@@ -1,4 +1,4 @@
-"""Pieces of bento/service.py that need no server: status mapping and the model-call retry."""
+"""Pieces of bento/service.py that need no server: the model-call retry."""
 
 from __future__ import annotations
 
@@ -7,16 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from bento.service import call_model, http_status
-from segserve.errors import InvalidInput, ModelFailed, NotReady, Overloaded, TooLarge, UnknownModel
-
-
-@pytest.mark.parametrize(
-    ("error", "status"),
-    [(InvalidInput, 400), (UnknownModel, 404), (TooLarge, 413), (Overloaded, 429), (NotReady, 503), (ModelFailed, 503)],
-)
-def test_http_status(error, status):
-    assert http_status(error("x")) == status
+from bento.service import call_model
 
 
 def flaky(failures: list[BaseException]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -79,11 +81,20 @@ class TestUNet(ModelContract):
 def test_build_model_unknown_name():
     from segserve.models import build_model
 
-    with pytest.raises(ValueError, match="unknown model 'segnet'"):
+    with pytest.raises(ValueError, match="unknown architecture 'segnet'; choose one of deeplabv3plus, unet"):
         build_model("segnet")
 
 
-def test_builders_table():
-    from segserve.models import BUILDERS
+def test_architecture_table_names_builders_and_the_service_serves_each():
+    """One table names the architectures; each resolves to a builder and has a batchable model API."""
+    import inspect
 
-    assert set(BUILDERS) == {"deeplabv3plus", "unet"}
+    from segserve.architectures import ARCHITECTURES, NAMES
+
+    assert NAMES == ("deeplabv3plus", "unet")
+    service = (Path(__file__).resolve().parents[1] / "bento" / "service.py").read_text()
+    for arch in ARCHITECTURES.values():
+        module, function = arch.builder.split(":")
+        builder = getattr(__import__(module, fromlist=[function]), function)
+        assert "encoder_weights" in inspect.signature(builder).parameters
+        assert f"    def {arch.name}(self, images: np.ndarray) -> np.ndarray:" in service

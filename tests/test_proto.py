@@ -104,6 +104,7 @@ def test_field_numbers_never_move():
         "validation_grade_within_one": 15,
         "review": 16,
         "members": 17,
+        "backend": 18,
     }
     reasons = pb.DESCRIPTOR.enum_types_by_name["ReviewReason"]
     assert [(v.name, v.number) for v in reasons.values] == [

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from segserve.errors import UnknownModel
+from segserve.predictor import from_probabilities, pack
 from segserve.segmenter import ENSEMBLE, Segmenter
 from segserve.settings import Settings
 
@@ -42,7 +43,8 @@ def half_and_half(left: int, right: int) -> np.ndarray:
 
 
 class Recorder:
-    """A predictor answering fixed probabilities per model and recording the batches it was sent."""
+    """A model service answering fixed probabilities per model (and for the ensemble, the mean of both
+    models' with their own class ids, as the model service does), recording the batches it was sent."""
 
     def __init__(self, answers: dict[str, np.ndarray]) -> None:
         self.answers = answers
@@ -50,7 +52,11 @@ class Recorder:
 
     async def __call__(self, name: str, batch: np.ndarray) -> np.ndarray:
         self.calls.append((name, batch.shape))
-        return self.answers[name]
+        if name == ENSEMBLE:
+            probs = [self.answers[m] for m in sorted(self.answers)]
+            members = np.stack([p.argmax(axis=-1).astype(np.uint8) for p in probs])
+            return pack(from_probabilities(np.mean(probs, axis=0), members))
+        return pack(from_probabilities(self.answers[name]))
 
 
 def segment(predict, model: str, image: bytes = PHOTO, models=MODELS) -> dict:
@@ -63,9 +69,10 @@ def test_confident_answer_carries_confidence_and_is_not_flagged():
     probs = probs_of(top, 0.9)
     probs[0, :, SIZE // 2 :] = [0.1, 0.8, 0.1]
     answer = segment(Recorder({"unet": probs}), "unet")
-    assert [c["mean_confidence"] for c in answer["coverage"]][:2] == pytest.approx([0.9, 0.8])
+    # confidences travel quantised to 1/255
+    assert [c["mean_confidence"] for c in answer["coverage"]][:2] == pytest.approx([0.9, 0.8], abs=0.002)
     assert np.isnan(answer["coverage"][2]["mean_confidence"])  # background predicted nowhere
-    assert answer["mean_confidence"] == pytest.approx(0.85)
+    assert answer["mean_confidence"] == pytest.approx(0.85, abs=0.002)
     assert answer["low_confidence_fraction"] == 0.0
     assert answer["confidence_threshold"] == 0.6
     assert answer["needs_review"] is False and answer["review_reasons"] == []
@@ -117,14 +124,13 @@ def test_ensemble_averages_both_models_and_reports_their_agreement():
         {"deeplabv3plus": probs_of(half_and_half(0, 1), 0.9), "unet": probs_of(np.zeros((SIZE, SIZE), np.uint8), 0.6)}
     )
     answer = segment(recorder, ENSEMBLE)
-    assert sorted(name for name, _ in recorder.calls) == ["deeplabv3plus", "unet"]
-    assert all(shape == (1, SIZE, SIZE, 3) for _, shape in recorder.calls)
+    assert recorder.calls == [(ENSEMBLE, (1, SIZE, SIZE, 3))]
     assert answer["model"] == "ensemble"
     assert answer["model_version"] == "deeplabv3plus:v-deeplabv3plus+unet:v-unet"
     assert answer["models_agreement"] == pytest.approx(0.25)
     # left half: both say corrosion (0.9 and 0.6 -> 0.75); right half: asset (0.9 + 0.2) / 2 = 0.55
-    assert answer["coverage"][0]["mean_confidence"] == pytest.approx(0.75)
-    assert answer["coverage"][1]["mean_confidence"] == pytest.approx(0.55)
+    assert answer["coverage"][0]["mean_confidence"] == pytest.approx(0.75, abs=0.002)
+    assert answer["coverage"][1]["mean_confidence"] == pytest.approx(0.55, abs=0.002)
     assert answer["review_reasons"] == ["REVIEW_REASON_LOW_CONFIDENCE", "REVIEW_REASON_MODELS_DISAGREE"]
 
 

@@ -7,12 +7,16 @@ timing of a prediction can be held and released by the test.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import cv2
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
+from segserve.predictor import from_probabilities, pack
 from segserve.segmenter import Segmenter
 from segserve.servicer import create_server
 from segserve.settings import Settings
@@ -24,9 +28,10 @@ IMAGE = cv2.imencode(".png", np.full((24, 40, 3), 90, np.uint8))[1].tobytes()
 
 
 def corrosion_everywhere(batch: np.ndarray) -> np.ndarray:
+    """The model service's answer (segserve.predictor.pack) for a batch: corrosion everywhere, fully confident."""
     probs = np.zeros((*batch.shape[:3], 3), np.float32)
     probs[..., 0] = 1.0
-    return probs
+    return pack(from_probabilities(probs))
 
 
 class HeldPredictor:
@@ -155,3 +160,160 @@ def test_a_failing_prediction_does_not_take_the_server_down():
         assert (await stub.Segment(pb.SegmentRequest(image=IMAGE))).width == 40
 
     asyncio.run(with_server(Segmenter(predict, MODELS, Settings()), body))
+
+
+def grpc_count(method: str, code: str, model: str = "deeplabv3plus") -> float:
+    labels = {"transport": "grpc", "method": method, "model": model, "code": code}
+    return REGISTRY.get_sample_value("segserve_requests_total", labels) or 0.0
+
+
+def in_flight_gauge() -> float:
+    return REGISTRY.get_sample_value("segserve_requests_in_flight", {"transport": "grpc"}) or 0.0
+
+
+async def rpc_error(call) -> grpc.aio.AioRpcError:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    raise AssertionError("the call succeeded")
+
+
+def test_not_ready_is_counted_with_the_model_named():
+    async def body(server, channel, stub):
+        before = grpc_count("Segment", "UNAVAILABLE")
+        exc = await rpc_error(stub.Segment(pb.SegmentRequest(image=IMAGE)))
+        assert exc.code() == grpc.StatusCode.UNAVAILABLE
+        assert dict(exc.trailing_metadata())["grpc-retry-pushback-ms"] == "2000"
+        assert grpc_count("Segment", "UNAVAILABLE") - before == 1
+
+    asyncio.run(with_server(Segmenter(HeldPredictor(), {}, Settings()), body))
+
+
+def test_a_failure_inside_the_server_is_internal_and_counted_as_such():
+    async def broken(name, batch):
+        return np.zeros((1, 2), np.uint8)  # not a packed prediction: building the answer fails
+
+    async def body(server, channel, stub):
+        before, ok = grpc_count("Segment", "INTERNAL"), grpc_count("Segment", "OK")
+        exc = await rpc_error(stub.Segment(pb.SegmentRequest(image=IMAGE)))
+        assert exc.code() == grpc.StatusCode.INTERNAL
+        assert "request id" in exc.details() and "IndexError" not in exc.details()
+        assert grpc_count("Segment", "INTERNAL") - before == 1
+        assert grpc_count("Segment", "OK") == ok  # not counted as a success
+
+    asyncio.run(with_server(Segmenter(broken, MODELS, Settings()), body))
+
+
+def test_the_server_enforces_the_deadline_and_spares_the_model():
+    """A deadline longer than decoding and shorter than inference: the server answers DEADLINE_EXCEEDED itself."""
+    predict = HeldPredictor()
+
+    async def body(server, channel, stub):
+        predict.arm()
+        before = grpc_count("Segment", "DEADLINE_EXCEEDED")
+        exc = await rpc_error(stub.Segment(pb.SegmentRequest(image=IMAGE), timeout=0.5))
+        assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for _ in range(100):  # the server counts its own DEADLINE_EXCEEDED once its handler gives up
+            if grpc_count("Segment", "DEADLINE_EXCEEDED") - before == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert grpc_count("Segment", "DEADLINE_EXCEEDED") - before == 1
+        assert in_flight_gauge() == 0
+
+    asyncio.run(with_server(Segmenter(predict, MODELS, Settings()), body))
+
+
+def test_a_request_whose_deadline_passed_while_decoding_never_reaches_the_model():
+    calls = []
+
+    async def predict(name, batch):
+        calls.append(name)
+        return corrosion_everywhere(batch)
+
+    segmenter = Segmenter(predict, MODELS, Settings())
+
+    async def run():
+        from segserve.errors import DeadlineExceeded
+
+        with pytest.raises(DeadlineExceeded):
+            await segmenter.segment(IMAGE, "", False, deadline=time.monotonic() - 1)
+        assert calls == []
+
+    asyncio.run(run())
+
+
+def test_a_client_that_goes_away_leaves_nothing_in_flight():
+    predict = HeldPredictor()
+
+    async def body(server, channel, stub):
+        predict.arm()
+        before = grpc_count("Segment", "CANCELLED")
+        call = stub.Segment(pb.SegmentRequest(image=IMAGE))
+        await wait_in_flight(segmenter, 1)
+        call.cancel()
+        for _ in range(100):
+            if segmenter._in_flight["grpc"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert segmenter._in_flight["grpc"] == 0 and in_flight_gauge() == 0
+        assert grpc_count("Segment", "CANCELLED") - before == 1
+
+    segmenter = Segmenter(predict, MODELS, Settings())
+    asyncio.run(with_server(segmenter, body))
+
+
+def test_tokens_on_grpc_and_health_stays_open():
+    from segserve.auth import TokenAuth
+
+    async def predict(name, batch):
+        return corrosion_everywhere(batch)
+
+    async def run():
+        server, port = await create_server(Segmenter(predict, MODELS, Settings()), auth=TokenAuth(["s3cret"]))
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.SegmentationServiceStub(channel)
+                for metadata in (None, (("authorization", "Bearer nope"),)):
+                    exc = await rpc_error(stub.ListModels(pb.ListModelsRequest(), metadata=metadata))
+                    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                good = (("authorization", "Bearer s3cret"),)
+                assert (await stub.Segment(pb.SegmentRequest(image=IMAGE), metadata=good)).width == 40
+                health = health_pb2_grpc.HealthStub(channel)
+                await health.Check(health_pb2.HealthCheckRequest(service=""))  # no token needed
+        finally:
+            await server.stop(0)
+
+    asyncio.run(run())
+
+
+def big_png(width: int, height: int) -> bytes:
+    return cv2.imencode(".png", np.full((height, width, 3), 90, np.uint8))[1].tobytes()
+
+
+def test_pixel_budget_queues_large_photos_and_lets_small_ones_through():
+    """Two large photos cannot be in flight together: the second waits, then is refused; small ones flow."""
+    predict = HeldPredictor()
+    settings = Settings(max_image_pixels=4_000_000, max_pixels_in_flight=5_000_000, admission_wait_seconds=0.3)
+
+    async def body(server, channel, stub):
+        predict.arm()
+        large = big_png(2000, 2000)  # 4 megapixels
+        first = asyncio.ensure_future(stub.Segment(pb.SegmentRequest(image=large)))
+        while segmenter.budget.in_use == 0:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        exc = await rpc_error(stub.Segment(pb.SegmentRequest(image=large)))
+        waited = time.monotonic() - started
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "decoded pixels" in exc.details()
+        assert dict(exc.trailing_metadata())["grpc-retry-pushback-ms"] == "1000"
+        assert waited >= 0.25  # it queued for admission_wait_seconds before the refusal
+        small = asyncio.ensure_future(stub.Segment(pb.SegmentRequest(image=IMAGE)))
+        while segmenter.budget.in_use != 4_000_000 + 40 * 24:
+            await asyncio.sleep(0.01)  # admitted beside the large one, waiting for the model
+        predict.release()
+        assert (await first).width == 2000 and (await small).width == 40
+        assert segmenter.budget.in_use == 0
+
+    segmenter = Segmenter(predict, MODELS, settings)
+    asyncio.run(with_server(segmenter, body))

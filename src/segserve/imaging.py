@@ -107,6 +107,17 @@ def postprocess(probs: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.argmax(probs, axis=-1).astype(np.uint8)
 
 
+def upsample_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Class ids (h, w) uint8 at the model's size -> (height, width) uint8 at the input's own size.
+
+    Nearest neighbour on pixel centres: one uint8 plane at full size, however large the photo (resizing
+    float probabilities instead would cost 12 bytes a pixel).
+    """
+    if mask.shape[:2] == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
 def colors_to_mask(rgb: np.ndarray) -> np.ndarray:
     """RGB mask in the dataset colours (H, W, 3) uint8 -> class mask (H, W) uint8.
 
@@ -141,6 +152,8 @@ def decode_mask(data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62
     raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise InvalidInput("ground truth could not be decoded")
+    if raw.dtype not in (np.uint8, np.uint16):  # a TIFF may hold signed or float samples: -1 would wrap to id 255
+        raise InvalidInput(f"ground truth has {raw.dtype} samples; a mask holds unsigned 8- or 16-bit values")
     if raw.ndim == 2 or raw.shape[2] == 1:
         ids = raw.reshape(raw.shape[:2])
         if ids.max() >= NUM_CLASSES:

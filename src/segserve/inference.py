@@ -15,6 +15,7 @@ import numpy as np
 from segserve import imaging, metrics, review
 from segserve.classes import CLASSES, NUM_CLASSES
 from segserve.errors import InvalidInput
+from segserve.predictor import Prediction
 from segserve.settings import Settings
 
 REVIEW_REASON_PREFIX = "REVIEW_REASON_"
@@ -74,21 +75,25 @@ def prepare_truth(data: bytes, width: int, height: int, settings: Settings) -> n
 
 def segmentation(
     prepared: Prepared,
-    probs: np.ndarray,
+    prediction: Prediction,
     model: str,
     version: str,
     model_seconds: float,
     thresholds: review.ReviewThresholds,
-    models_agreement: float | None = None,
 ) -> Segmentation:
-    """Turn the model's probabilities (S, S, C) for one prepared image into a Segmentation with its review signals.
+    """Turn the model's prediction for one prepared image (a batch of one) into a Segmentation with its review
+    signals; for an ensemble, the agreement of its members too.
 
     Confidence and image quality are measured at the model's input size; the mask is at the input's own size.
     """
-    mask = imaging.postprocess(probs, prepared.width, prepared.height)
+    mask = imaging.upsample_mask(prediction.mask[0], prepared.width, prepared.height)
     pixels = metrics.class_pixels(mask)
     ratio = metrics.corrosion_asset_ratio(pixels)
-    conf = review.confidence(probs, thresholds.confidence_threshold)
+    conf = review.confidence_of(prediction.mask[0], prediction.top[0], thresholds.confidence_threshold)
+    models_agreement = None
+    if prediction.members is not None:
+        ids = prediction.members[:, 0]
+        models_agreement = float(np.mean([review.agreement(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :]]))
     quality = review.image_quality(prepared.model_input, min_side=min(prepared.width, prepared.height))
     reasons = review.review_reasons(conf, quality, pixels, thresholds, models_agreement)
     return Segmentation(

@@ -1,29 +1,103 @@
-"""Running a model: input normalisation and the forward pass, the one place serving and training do it.
+"""Running a model: loading it for a backend, input normalisation, the forward pass, and turning class
+probabilities into what an answer needs. The one place serving and training do any of it.
 
-The model service, ``training.evaluate``, the training loop's validation and the reports all call
-``Predictor.probabilities``, and turn probabilities into answers with ``segserve.inference``, so what
-training measures is what serving answers.
+The model service, ``training.evaluate``, the training loop's validation and the reports all go through
+``Predictor``, so what training measures is what serving answers. Two backends run the same model:
+
+- ``tensorflow``: the Keras model (``model.keras`` in the store);
+- ``onnxruntime``: its ONNX export (``model.onnx``, written beside it when the model enters the store).
+
+The model service answers with ``pack``-ed class ids and confidences (uint8), not float probabilities:
+that is all an answer needs, and a fraction of the bytes.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from segserve import imaging
 
+logger = logging.getLogger("segserve")
+
+BACKENDS = ("onnxruntime", "tensorflow")
+KERAS_FILE = "model.keras"
+ONNX_FILE = "model.onnx"
+ONNX_INPUT = "image"
+ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What answers need from a model, for a batch at the model's input size.
+
+    mask: class ids uint8 (N, S, S), the argmax. top: the top class probability float32 (N, S, S).
+    members: for an ensemble, each member model's own class ids uint8 (M, N, S, S); else None.
+    """
+
+    mask: np.ndarray
+    top: np.ndarray
+    members: np.ndarray | None = None
+
+
+def from_probabilities(probs: np.ndarray, members: np.ndarray | None = None) -> Prediction:
+    """A Prediction from class probabilities (N, S, S, C)."""
+    probs = np.asarray(probs)
+    return Prediction(mask=probs.argmax(axis=-1).astype(np.uint8), top=probs.max(axis=-1), members=members)
+
+
+def pack(prediction: Prediction) -> np.ndarray:
+    """The model service's wire format: uint8 (N, S, S, 2 + M) holding class ids, the top probability
+    quantised to 1/255, and the ids of each ensemble member (M = 0 for a single model)."""
+    top = np.rint(np.clip(prediction.top, 0.0, 1.0) * 255).astype(np.uint8)
+    planes = [prediction.mask, top]
+    if prediction.members is not None:
+        planes.extend(prediction.members)
+    return np.stack(planes, axis=-1)
+
+
+def unpack(packed: np.ndarray) -> Prediction:
+    """The inverse of ``pack`` (the top probability to within 1/510)."""
+    packed = np.asarray(packed)
+    members = np.moveaxis(packed[..., 2:], -1, 0) if packed.shape[-1] > 2 else None
+    return Prediction(mask=packed[..., 0], top=packed[..., 1].astype(np.float32) / 255, members=members)
+
+
+class OnnxModel:
+    """An ONNX Runtime session with the Keras model's ``predict_on_batch`` (float32 NHWC in, probabilities out)."""
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
 
 class Predictor:
-    """A Keras segmentation model behind a small interface.
+    """A segmentation model behind a small interface, whatever runs it.
 
+    model: a Keras model or an OnnxModel (anything with ``predict_on_batch`` on normalised float32 input).
     flip: horizontal-flip test-time augmentation, the mean of the probabilities of the image and of its
         mirror image (twice the model time).
     """
 
-    def __init__(self, model: Any, flip: bool = False) -> None:
+    def __init__(self, model: Any, flip: bool = False, backend: str = "tensorflow") -> None:
         self.model = model
         self.flip = flip
+        self.backend = backend
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """RGB uint8 (N, S, S, 3) at the model's input size -> class probabilities float32 (N, S, S, C)."""
@@ -39,3 +113,54 @@ class Predictor:
         return np.concatenate(
             [self.probabilities(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         )
+
+    def predict(self, images: np.ndarray) -> Prediction:
+        """RGB uint8 (N, S, S, 3) -> class ids and confidences."""
+        return from_probabilities(self.probabilities(images))
+
+
+def predict_ensemble(predictors: list[Predictor], images: np.ndarray) -> Prediction:
+    """The mean of several models' probabilities, with each member's own class ids kept for their agreement."""
+    probs = [p.probabilities(images) for p in predictors]
+    members = np.stack([p.argmax(axis=-1).astype(np.uint8) for p in probs])
+    return from_probabilities(np.mean(probs, axis=0), members)
+
+
+def export_onnx(model: Any, path: str | Path, input_size: int) -> Path:
+    """Write the Keras model as ONNX (batch dimension free, input ``image`` (N, S, S, 3) float32) with tf2onnx."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name=ONNX_INPUT),)
+    forward = tf.function(lambda x: model(x, training=False))
+    tf2onnx.convert.from_function(forward, input_signature=spec, opset=ONNX_OPSET, output_path=str(path))
+    return Path(path)
+
+
+def load_predictor(model_dir: str | Path, backend: str, input_size: int, threads: int = 0) -> Predictor:
+    """Load the model stored in ``model_dir`` for ``backend`` (one of BACKENDS).
+
+    A store model saved before ONNX export existed has no ``model.onnx``: it is exported to a file beside the
+    process's temporary files at load time, and a warning says to re-import the model.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    model_dir = Path(model_dir)
+    if backend == "tensorflow":
+        import keras
+
+        import segserve.models  # noqa: F401  (registers the custom layers)
+
+        return Predictor(keras.saving.load_model(model_dir / KERAS_FILE, compile=False), backend=backend)
+    onnx_path = model_dir / ONNX_FILE
+    if not onnx_path.exists():
+        import tempfile
+
+        import keras
+
+        import segserve.models  # noqa: F401
+
+        logger.warning("%s has no %s: exporting it now (re-import the model to keep one)", model_dir, ONNX_FILE)
+        model = keras.saving.load_model(model_dir / KERAS_FILE, compile=False)
+        onnx_path = export_onnx(model, Path(tempfile.mkdtemp(prefix="segserve-onnx-")) / ONNX_FILE, input_size)
+    return Predictor(OnnxModel(onnx_path, threads), backend=backend)

@@ -46,8 +46,13 @@ class Confidence:
 def confidence(probs: np.ndarray, threshold: float) -> Confidence:
     """Confidence of class probabilities (H, W, C) whose argmax is the prediction."""
     probs = np.asarray(probs, dtype=np.float32)
-    top = probs.max(axis=-1)
-    mask = probs.argmax(axis=-1)
+    return confidence_of(probs.argmax(axis=-1), probs.max(axis=-1), threshold)
+
+
+def confidence_of(mask: np.ndarray, top: np.ndarray, threshold: float) -> Confidence:
+    """Confidence of a prediction given as class ids (H, W) and their top class probability (H, W)."""
+    top = np.asarray(top, dtype=np.float32)
+    mask = np.asarray(mask)
     counts = np.bincount(mask.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
     sums = np.bincount(mask.ravel(), weights=top.ravel().astype(np.float64), minlength=NUM_CLASSES)[:NUM_CLASSES]
     per_class = np.full(NUM_CLASSES, np.nan)

@@ -13,20 +13,24 @@ from typing import Any
 import numpy as np
 
 from segserve import imaging, inference, review
+from segserve.admission import PixelBudget
+from segserve.architectures import ARCHITECTURES
 from segserve.classes import CLASSES
-from segserve.errors import InvalidInput, ModelFailed, NotReady, Overloaded, UnknownModel
+from segserve.errors import DeadlineExceeded, InvalidInput, ModelFailed, NotReady, Overloaded, UnknownModel
+from segserve.predictor import unpack
 from segserve.settings import Settings
 from segserve.telemetry import get_telemetry
 
-# (model name, RGB uint8 batch (N, S, S, 3)) -> class probabilities (N, S, S, C)
+# (model name or "ensemble", RGB uint8 batch (N, S, S, 3)) -> segserve.predictor.pack-ed class ids and confidences
 PredictFn = Callable[[str, np.ndarray], Awaitable[np.ndarray]]
 
-ARCHITECTURE_NAMES = {
-    "deeplabv3plus": "DeepLabV3+ (ResNet50 encoder, output stride 16)",
-    "unet": "U-Net (ResNet50 encoder)",
-}
 # The name of the ensemble of every served model: their probabilities averaged, their agreement reported.
 ENSEMBLE = "ensemble"
+
+
+def _description(name: str) -> str:
+    arch = ARCHITECTURES.get(name)
+    return arch.description if arch else name
 
 
 class Segmenter:
@@ -41,6 +45,7 @@ class Segmenter:
         self._predict = predict
         self.settings = settings
         self._in_flight: dict[str, int] = {}
+        self.budget = PixelBudget(settings.max_pixels_in_flight, settings.admission_wait_seconds)
         self.telemetry = get_telemetry()
         self.set_models(models)
 
@@ -53,7 +58,9 @@ class Segmenter:
         if self.members:
             self.thresholds[ENSEMBLE] = self.thresholds[self._lead_member]
         for name, info in models.items():
-            self.telemetry.model_info.labels(model=name, version=info["version"]).set(1)
+            self.telemetry.model_info.labels(model=name, version=info["version"], backend=info.get("backend", "")).set(
+                1
+            )
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -74,27 +81,30 @@ class Segmenter:
     def resolve(self, model: str) -> str:
         """The served model a request names; empty means the default. Raises UnknownModel."""
         if not self.models:
-            raise NotReady("models are still loading; retry shortly")
+            raise NotReady("models are still loading; retry shortly", retry_after=2.0)
         name = model or self.settings.default_model
         if name not in self.served_names:
             raise UnknownModel(f"unknown model {model!r}; this server serves {', '.join(self.served_names)}")
         return name
 
     def metric_label(self, model: str | None) -> str:
-        """A low-cardinality model label for metrics: the resolved name, 'unknown', or 'none' (ListModels)."""
+        """A low-cardinality model label for metrics: the model's name, 'unknown', or 'none' (ListModels).
+
+        Never raises: while the models load, a name is judged against the configured models.
+        """
         if model is None:
             return "none"
-        try:
-            return self.resolve(model)
-        except UnknownModel:
-            return "unknown"
+        name = model or self.settings.default_model
+        known = self.served_names if self.models else (*self.settings.model_names, ENSEMBLE)
+        return name if name in known else "unknown"
 
     @contextmanager
     def admit(self, transport: str) -> Iterator[None]:
         """Count a request in flight on ``transport``; raise Overloaded past the configured limit."""
         if self._in_flight.get(transport, 0) >= self.settings.max_concurrent_requests:
             raise Overloaded(
-                f"server is busy: {self.settings.max_concurrent_requests} {transport} requests in flight; retry later"
+                f"server is busy: {self.settings.max_concurrent_requests} {transport} requests in flight; retry later",
+                retry_after=1.0,
             )
         self._in_flight[transport] = self._in_flight.get(transport, 0) + 1
         gauge = self.telemetry.in_flight.labels(transport=transport)
@@ -120,38 +130,24 @@ class Segmenter:
     def input_size(self, name: str) -> int:
         return int(self.models[self._lead_member if name == ENSEMBLE else name]["input_size"])
 
-    async def _call(self, name: str, images: np.ndarray) -> np.ndarray:
-        try:
-            return await self._predict(name, images)
-        except Exception as exc:  # the model service's failure, never the caller's: retryable
-            raise ModelFailed(f"model {name} did not answer: {exc}; retry shortly") from exc
-
-    async def _probabilities(self, name: str, images: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """Class probabilities (S, S, C) of one image, and for the ensemble its members' agreement."""
-        if name != ENSEMBLE:
-            return (await self._call(name, images))[0], None
-        # Each member goes through its own batchable API, so ensemble requests batch with single-model ones.
-        probs = [p[0] for p in await asyncio.gather(*(self._call(m, images) for m in self.members))]
-        masks = [np.argmax(p, axis=-1) for p in probs]
-        pairs = [review.agreement(a, b) for i, a in enumerate(masks) for b in masks[i + 1 :]]
-        mean = np.mean([p.astype(np.float32) for p in probs], axis=0)
-        return mean, float(np.mean(pairs))
-
-    async def _segmentation(self, image: bytes, model: str) -> inference.Segmentation:
-        name = self.resolve(model)
+    async def _segmentation(self, image: bytes, name: str, deadline: float | None) -> inference.Segmentation:
         prepared = await asyncio.to_thread(inference.prepare_image, image, self.settings, self.input_size(name))
+        if deadline is not None and time.monotonic() >= deadline:  # nobody is waiting: spare the model
+            raise DeadlineExceeded("the call's deadline passed before the model could run")
         started = time.perf_counter()
-        probs, agreement = await self._probabilities(name, prepared.model_input[None])
+        try:
+            packed = await self._predict(name, prepared.model_input[None])
+        except Exception as exc:  # the model service's failure, never the caller's: retryable
+            raise ModelFailed(f"model {name} did not answer: {exc}; retry shortly", retry_after=1.0) from exc
         seconds = time.perf_counter() - started
         seg = await asyncio.to_thread(
             inference.segmentation,
             prepared,
-            probs,
+            unpack(packed),
             name,
             self.version(name),
             seconds,
             self.thresholds[name],
-            agreement,
         )
         self.telemetry.corrosion_ratio.labels(model=name).observe(seg.corrosion_asset_ratio)
         self.telemetry.confidence.labels(model=name).observe(seg.confidence.mean)
@@ -159,19 +155,34 @@ class Segmenter:
             self.telemetry.review_flags.labels(model=name, reason=reason).inc()
         return seg
 
-    async def segment(self, image: bytes, model: str = "", include_overlay: bool = False) -> dict[str, Any]:
-        """Answer a SegmentRequest. Raises the errors of segserve.errors for bad requests."""
-        seg = await self._segmentation(image, model)
-        return await asyncio.to_thread(inference.segment_answer, seg, include_overlay)
+    def _pixels(self, data: bytes) -> int:
+        """Decoded pixels of an encoded image, from its header; raises InvalidInput or TooLarge."""
+        width, height = imaging.image_size(data, self.settings.max_image_bytes, self.settings.max_image_pixels)
+        return width * height
 
-    async def evaluate(self, image: bytes, ground_truth: bytes, model: str = "") -> dict[str, Any]:
+    async def segment(
+        self, image: bytes, model: str = "", include_overlay: bool = False, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Answer a SegmentRequest. Raises the errors of segserve.errors for bad requests.
+
+        deadline: ``time.monotonic()`` after which the caller no longer waits (None: no deadline).
+        """
+        name = self.resolve(model)
+        async with self.budget.reserve(self._pixels(image), deadline):
+            seg = await self._segmentation(image, name, deadline)
+            return await asyncio.to_thread(inference.segment_answer, seg, include_overlay)
+
+    async def evaluate(
+        self, image: bytes, ground_truth: bytes, model: str = "", deadline: float | None = None
+    ) -> dict[str, Any]:
         """Answer an EvaluateRequest: the ground truth is validated before the model runs."""
-        self.resolve(model)
+        name = self.resolve(model)
         if not ground_truth:
             raise InvalidInput("ground_truth is empty")
-        prepared_truth = await asyncio.to_thread(self._check_pair, image, ground_truth)
-        seg = await self._segmentation(image, model)
-        return await asyncio.to_thread(inference.evaluate_answer, seg, prepared_truth)
+        async with self.budget.reserve(2 * self._pixels(image), deadline):
+            prepared_truth = await asyncio.to_thread(self._check_pair, image, ground_truth)
+            seg = await self._segmentation(image, name, deadline)
+            return await asyncio.to_thread(inference.evaluate_answer, seg, prepared_truth)
 
     def _check_pair(self, image: bytes, ground_truth: bytes) -> np.ndarray:
         width, height = imaging.image_size(image, self.settings.max_image_bytes, self.settings.max_image_pixels)
@@ -180,19 +191,17 @@ class Segmenter:
     def list_models(self) -> dict[str, Any]:
         """Answer a ListModelsRequest."""
         if not self.models:
-            raise NotReady("models are still loading; retry shortly")
+            raise NotReady("models are still loading; retry shortly", retry_after=2.0)
         return {"models": [self._model_info(name) for name in self.served_names]}
 
     def _model_info(self, name: str) -> dict[str, Any]:
         if name == ENSEMBLE:
             lead = self.models[self._lead_member].get("metadata", {})
             meta = {"val_metrics": lead.get("ensemble_val_metrics") or {}}
-            architecture = "Ensemble: mean class probabilities of " + ", ".join(
-                ARCHITECTURE_NAMES.get(m, m) for m in self.members
-            )
+            architecture = "Ensemble: mean class probabilities of " + ", ".join(_description(m) for m in self.members)
         else:
             meta = self.models[name].get("metadata", {})
-            architecture = ARCHITECTURE_NAMES.get(name, name)
+            architecture = _description(name)
         val = meta.get("val_metrics") or {}
         return {
             "name": name,
@@ -225,4 +234,5 @@ class Segmenter:
             "validation_grade_within_one": float(val.get("grade_within_one", float("nan"))),
             "review": self.thresholds[name].as_dict(),
             "members": list(self.members) if name == ENSEMBLE else [],
+            "backend": str(self.models[self._lead_member if name == ENSEMBLE else name].get("backend", "")),
         }

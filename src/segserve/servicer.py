@@ -5,87 +5,67 @@ The servicer only translates messages and status codes; the work is done by segs
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from segserve.errors import (
-    InvalidInput,
-    ModelFailed,
-    ModelNotInStore,
-    NotReady,
-    Overloaded,
-    SegServeError,
-    TooLarge,
-    UnknownModel,
-)
+from segserve.auth import TokenAuth
+from segserve.edge import Edge
+from segserve.errors import SegServeError, status_of
 from segserve.segmenter import Segmenter
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
-
-_CODES: dict[type[SegServeError], grpc.StatusCode] = {
-    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    UnknownModel: grpc.StatusCode.NOT_FOUND,
-    ModelNotInStore: grpc.StatusCode.UNAVAILABLE,
-    NotReady: grpc.StatusCode.UNAVAILABLE,
-    ModelFailed: grpc.StatusCode.UNAVAILABLE,
-}
+# Trailing metadata telling a client when a retry may succeed (gRPC's retry pushback).
+RETRY_PUSHBACK = "grpc-retry-pushback-ms"
+# The server gives up this much before the call's deadline, so that it answers DEADLINE_EXCEEDED (and counts
+# it) itself rather than having the call torn down under it.
+DEADLINE_MARGIN_SECONDS = 0.05
 
 
 def status_code(exc: SegServeError) -> grpc.StatusCode:
     """The gRPC status code of a segserve error."""
-    for kind, code in _CODES.items():
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode[status_of(exc).grpc]
 
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
-    """segserve.v1.SegmentationService over a Segmenter."""
+    """segserve.v1.SegmentationService over the shared Edge."""
 
-    def __init__(self, segmenter: Segmenter) -> None:
-        self.segmenter = segmenter
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
 
     async def _serve(
-        self, method: str, model: str | None, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[Any]]
+        self,
+        method: str,
+        model: str | None,
+        context: grpc.aio.ServicerContext,
+        work: Callable[[float | None], Awaitable[Any]],
     ) -> Any:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
+        authorization = dict(context.invocation_metadata() or ()).get("authorization")
+        remaining = context.time_remaining()
+        timeout = None if remaining is None else max(0.0, remaining - DEADLINE_MARGIN_SECONDS)
         try:
-            with self.segmenter.admit("grpc"):
-                remaining = context.time_remaining()
-                return await asyncio.wait_for(work(), timeout=remaining)
+            return await self.edge.call("grpc", method, model, authorization, work, timeout)
         except SegServeError as exc:
-            code = status_code(exc)
-            await context.abort(code, str(exc))
-        except TimeoutError:
-            code = grpc.StatusCode.DEADLINE_EXCEEDED
-            await context.abort(code, f"{method} did not finish within the call's deadline")
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            self.segmenter.record("grpc", method, model, code.name, time.perf_counter() - started)
+            if exc.retry_after is not None:
+                context.set_trailing_metadata(((RETRY_PUSHBACK, str(round(exc.retry_after * 1000))),))
+            await context.abort(status_code(exc), str(exc))
 
     async def Segment(self, request: pb.SegmentRequest, context: grpc.aio.ServicerContext) -> pb.SegmentResponse:
-        async def work() -> pb.SegmentResponse:
-            answer = await self.segmenter.segment(request.image, request.model, request.include_overlay)
+        async def work(deadline: float | None) -> pb.SegmentResponse:
+            answer = await self.edge.segmenter.segment(request.image, request.model, request.include_overlay, deadline)
             return pb.SegmentResponse(**answer)
 
         return await self._serve("Segment", request.model, context, work)
 
     async def Evaluate(self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext) -> pb.EvaluateResponse:
-        async def work() -> pb.EvaluateResponse:
-            answer = await self.segmenter.evaluate(request.image, request.ground_truth, request.model)
+        async def work(deadline: float | None) -> pb.EvaluateResponse:
+            answer = await self.edge.segmenter.evaluate(request.image, request.ground_truth, request.model, deadline)
             return pb.EvaluateResponse(**answer)
 
         return await self._serve("Evaluate", request.model, context, work)
@@ -93,10 +73,21 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        async def work() -> pb.ListModelsResponse:
-            return pb.ListModelsResponse(**self.segmenter.list_models())
+        async def work(deadline: float | None) -> pb.ListModelsResponse:
+            return pb.ListModelsResponse(**self.edge.segmenter.list_models())
 
         return await self._serve("ListModels", None, context, work)
+
+
+def server_credentials(cert_file: str, key_file: str, client_ca_file: str = "") -> grpc.ServerCredentials:
+    """TLS credentials from PEM files; with ``client_ca_file``, clients must present a certificate it signed."""
+    chain = Path(cert_file).read_bytes()
+    key = Path(key_file).read_bytes()
+    if client_ca_file:
+        return grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=Path(client_ca_file).read_bytes(), require_client_auth=True
+        )
+    return grpc.ssl_server_credentials([(key, chain)])
 
 
 class GrpcServer:
@@ -106,7 +97,13 @@ class GrpcServer:
     again while ``stop`` drains.
     """
 
-    def __init__(self, segmenter: Segmenter | None, address: str, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        edge: Edge,
+        address: str,
+        max_message_bytes: int,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -114,18 +111,18 @@ class GrpcServer:
         self.server = grpc.aio.server(options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.servicer: SegmentationServicer | None = None
-        if segmenter is not None:
-            self.attach(segmenter)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"gRPC server could not bind {address}")
-
-    def attach(self, segmenter: Segmenter) -> None:
-        """Register SegmentationService (before start)."""
-        self.servicer = SegmentationServicer(segmenter)
+        self.servicer = SegmentationServicer(edge)
         pb_grpc.add_SegmentationServiceServicer_to_server(self.servicer, self.server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        try:
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, credentials)
+        except RuntimeError as exc:  # grpcio raises when the address cannot be bound
+            raise OSError(f"gRPC server could not bind {address}: {exc}") from exc
+        if self.port == 0:
+            raise OSError(f"gRPC server could not bind {address} (is the port in use?)")
 
     async def start(self) -> None:
         await self.server.start()
@@ -143,9 +140,13 @@ class GrpcServer:
 
 
 async def create_server(
-    segmenter: Segmenter, address: str = "127.0.0.1:0", max_message_bytes: int = 64 * 1024 * 1024
+    segmenter: Segmenter,
+    address: str = "127.0.0.1:0",
+    max_message_bytes: int = 64 * 1024 * 1024,
+    auth: TokenAuth | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[GrpcServer, int]:
     """Start a gRPC server for ``segmenter`` on ``address`` (port 0 picks a free one); return it and its port."""
-    server = GrpcServer(segmenter, address, max_message_bytes)
+    server = GrpcServer(Edge(segmenter, auth), address, max_message_bytes, credentials)
     await server.start()
     return server, server.port

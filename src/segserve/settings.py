@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
+from segserve.architectures import DEFAULT, NAMES
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -24,13 +26,26 @@ class Settings:
     max_concurrent_requests: requests in flight per transport before RESOURCE_EXHAUSTED / 429
         (SEGSERVE_MAX_CONCURRENT_REQUESTS, default 64).
     grpc_grace_seconds: how long a draining gRPC server lets requests finish (SEGSERVE_GRPC_GRACE_SECONDS, default 5).
+    backend: what runs the models, onnxruntime or tensorflow (SEGSERVE_BACKEND, default onnxruntime).
+    model_threads: threads of one forward pass (SEGSERVE_MODEL_THREADS, default 0: every core).
+    max_pixels_in_flight: decoded pixels admitted at once over both transports; a request over the rest waits
+        up to admission_wait_seconds, then gets RESOURCE_EXHAUSTED / 429 (SEGSERVE_MAX_PIXELS_IN_FLIGHT,
+        default 160 megapixels: four photos at the 40-megapixel limit, about 2.5 GB at the peak).
+    admission_wait_seconds: how long a request waits for pixels (SEGSERVE_ADMISSION_WAIT_SECONDS, default 2).
+    auth_tokens: accepted bearer tokens, comma separated; none: no authentication (SEGSERVE_AUTH_TOKENS).
+    auth_tokens_file: a file of accepted bearer tokens, one a line (SEGSERVE_AUTH_TOKENS_FILE).
+    metrics_public: /metrics answers without a token (SEGSERVE_METRICS_PUBLIC, default true).
+    tls_cert_file, tls_key_file: the server's certificate chain and key (PEM); both set: TLS on gRPC and HTTP
+        (SEGSERVE_TLS_CERT_FILE, SEGSERVE_TLS_KEY_FILE).
+    tls_client_ca_file: with TLS, gRPC clients must present a certificate signed by this CA (mutual TLS)
+        (SEGSERVE_TLS_CLIENT_CA_FILE).
     """
 
     http_port: int = 3000
     grpc_port: int = 50051
     grpc_host: str = "0.0.0.0"
-    default_model: str = "deeplabv3plus"
-    models: str = "deeplabv3plus,unet"
+    default_model: str = DEFAULT
+    models: str = ",".join(NAMES)
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     grpc_max_message_bytes: int = 64 * 1024 * 1024
@@ -38,6 +53,36 @@ class Settings:
     max_latency_ms: int = 10_000
     max_concurrent_requests: int = 64
     grpc_grace_seconds: float = 5.0
+    backend: str = "onnxruntime"
+    model_threads: int = 0
+    max_pixels_in_flight: int = 160_000_000
+    admission_wait_seconds: float = 2.0
+    auth_tokens: str = ""
+    auth_tokens_file: str = ""
+    metrics_public: bool = True
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        from segserve.predictor import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"SEGSERVE_BACKEND={self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("SEGSERVE_TLS_CERT_FILE and SEGSERVE_TLS_KEY_FILE must be set together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("SEGSERVE_TLS_CLIENT_CA_FILE needs SEGSERVE_TLS_CERT_FILE and SEGSERVE_TLS_KEY_FILE")
+        if self.max_pixels_in_flight < self.max_image_pixels:
+            raise ValueError(
+                f"SEGSERVE_MAX_PIXELS_IN_FLIGHT={self.max_pixels_in_flight} is below SEGSERVE_MAX_IMAGE_PIXELS="
+                f"{self.max_image_pixels}: the largest photo could never be admitted"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether TLS is on (both the certificate and the key are set)."""
+        return bool(self.tls_cert_file and self.tls_key_file)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -52,10 +97,19 @@ class Settings:
                 continue
             kind = type(f.default)
             try:
-                values[f.name] = kind(raw)
+                values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
             except ValueError as exc:
                 raise ValueError(f"SEGSERVE_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
         return cls(**values)
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,11 @@ encoder weights, validation metrics, training time, dataset split). Importing a 
 architecture from code, loads the weights as float32 and writes a ``model.keras`` into the BentoML store
 under ``corrosion-<name>`` with the metadata. Keras is loaded by hand (``bentoml.keras`` is deprecated
 and mishandles Keras 3 files).
+
+Every import is a new version of ``corrosion-<name>``; older versions stay in the store. The server loads
+the served version of each model at start-up: ``latest``, unless a version is pinned in
+``$BENTOML_HOME/segserve/served.json`` (``segserve use NAME:VERSION``, ``segserve rollback NAME``). A new
+import clears its model's pin, so the newest version is served until someone pins another.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import numpy as np
 
 from segserve.classes import class_table
 from segserve.errors import ModelNotInStore, UnknownModel
+from segserve.predictor import KERAS_FILE, ONNX_FILE, export_onnx
 
 ARCHITECTURES = ("deeplabv3plus", "unet")
-MODEL_FILE = "model.keras"
+MODEL_FILE = KERAS_FILE
 DEFAULT_RELEASE_DIR = Path(__file__).resolve().parents[2] / "models"
+PINS_FILE = "served.json"
 
 
 def store_name(name: str) -> str:
@@ -44,20 +51,37 @@ class ModelInfo:
 
 
 def save_to_store(model, name: str, metadata: dict[str, Any]) -> str:
-    """Write a Keras model and its metadata into the BentoML store as ``corrosion-<name>``; return the tag."""
+    """Write a Keras model and its metadata into the BentoML store as a new version of ``corrosion-<name>``,
+    clear the model's pin so that this version is the one served, and return the tag."""
     import bentoml
 
     meta = {"architecture": name, "classes": class_table(), **metadata}
     with bentoml.models.create(store_name(name), metadata=meta, labels={"architecture": name}) as ref:
         model.save(ref.path_of(MODEL_FILE))
+        export_onnx(model, ref.path_of(ONNX_FILE), int(meta.get("input_size", 256)))
+    unpin(name)
     return str(ref.tag)
 
 
 def store_ref(name: str):
-    """The latest ``corrosion-<name>`` in the BentoML store; ModelNotInStore says how to get it if missing."""
+    """The served ``corrosion-<name>``: the pinned version if one is pinned, else the latest.
+
+    ModelNotInStore says how to get the model if the store has none, or how to unpin a pinned version that is
+    gone from the store.
+    """
     import bentoml
     from bentoml.exceptions import NotFound
 
+    pinned = read_pins().get(store_name(name))
+    if pinned:
+        try:
+            return bentoml.models.get(f"{store_name(name)}:{pinned}")
+        except NotFound as exc:
+            raise ModelNotInStore(
+                f"{store_name(name)}:{pinned} is pinned as the served version in {pins_path()} but is not in the "
+                f"BentoML model store ({_store_home()}); serve the latest with `segserve use {name}:latest`, "
+                f"or another with `segserve use {name}:VERSION` (`segserve versions {name}` lists them)."
+            ) from exc
     try:
         return bentoml.models.get(f"{store_name(name)}:latest")
     except NotFound as exc:
@@ -68,14 +92,101 @@ def store_ref(name: str):
         ) from exc
 
 
+def list_versions(name: str) -> list:
+    """Every version of ``corrosion-<name>`` in the store (bentoml Model objects), newest first."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        refs = bentoml.models.list(store_name(name))
+    except NotFound:
+        return []
+    return sorted(refs, key=lambda ref: ref.info.creation_time, reverse=True)
+
+
+def pins_path() -> Path:
+    """The file recording pinned served versions: ``$BENTOML_HOME/segserve/served.json``."""
+    return Path(_store_home()) / "segserve" / PINS_FILE
+
+
+def read_pins() -> dict[str, str]:
+    """Pinned served versions, store name -> version (empty when nothing is pinned)."""
+    path = pins_path()
+    if not path.exists():
+        return {}
+    return {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _write_pins(pins: dict[str, str]) -> None:
+    path = pins_path()
+    if not pins:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def pin(name: str, version: str) -> str | None:
+    """Serve ``corrosion-<name>:<version>`` (a unique prefix of a version will do) from the next server start;
+    ``latest`` removes the pin. Returns the full version pinned, None for latest; ModelNotInStore if missing."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException, NotFound
+
+    if version in ("", "latest"):
+        unpin(name)
+        return None
+    try:
+        ref = bentoml.models.get(f"{store_name(name)}:{version}")
+    except (NotFound, BentoMLException) as exc:
+        raise ModelNotInStore(
+            f"{store_name(name)}:{version} is not in the BentoML model store ({_store_home()}): {exc}"
+        ) from exc
+    pins = read_pins()
+    pins[store_name(name)] = str(ref.tag.version)
+    _write_pins(pins)
+    return str(ref.tag.version)
+
+
+def unpin(name: str) -> None:
+    """Serve the latest ``corrosion-<name>`` again."""
+    pins = read_pins()
+    if pins.pop(store_name(name), None) is not None:
+        _write_pins(pins)
+
+
+def rollback(name: str) -> tuple[str, str]:
+    """Pin the version of ``corrosion-<name>`` created before the one served now; returns (old, new) versions.
+
+    ModelNotInStore when the served version is the oldest in the store.
+    """
+    served = str(store_ref(name).tag.version)
+    versions = [str(ref.tag.version) for ref in list_versions(name)]
+    position = versions.index(served)
+    if position + 1 >= len(versions):
+        raise ModelNotInStore(
+            f"{store_name(name)}:{served} is the oldest version in the store ({_store_home()}); "
+            "there is nothing to roll back to"
+        )
+    previous = versions[position + 1]
+    pin(name, previous)
+    return served, previous
+
+
 def load_from_store(name: str):
-    """Load ``corrosion-<name>:latest`` from the BentoML store; returns (keras.Model, ModelInfo)."""
+    """Load the served ``corrosion-<name>`` (see :func:`store_ref`); returns (keras.Model, ModelInfo)."""
     import keras
 
     import segserve.models  # noqa: F401  (registers the custom layers)
 
+    model_dir, info = served_model(name)
+    return keras.saving.load_model(model_dir / MODEL_FILE, compile=False), info
+
+
+def served_model(name: str) -> tuple[Path, ModelInfo]:
+    """The folder of the served ``corrosion-<name>`` in the store (model.keras, model.onnx) and its ModelInfo."""
     ref = store_ref(name)
-    model = keras.saving.load_model(ref.path_of(MODEL_FILE), compile=False)
     meta = dict(ref.info.metadata)
     info = ModelInfo(
         name=name,
@@ -84,7 +195,7 @@ def load_from_store(name: str):
         input_size=int(meta.get("input_size", 256)),
         metadata=meta,
     )
-    return model, info
+    return Path(ref.path), info
 
 
 def _store_home() -> str:

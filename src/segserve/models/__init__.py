@@ -1,26 +1,19 @@
-"""Model architectures. Importing this package registers the custom layers that saved models need."""
+"""Model architectures. Importing this package registers the custom layers that saved models need.
+
+Which architectures exist is said once, in ``segserve.architectures``; this package holds their builders.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import keras
-
+from segserve.architectures import get
 from segserve.models.deeplabv3plus import build_deeplabv3plus
 from segserve.models.layers import BroadcastLike
 from segserve.models.unet import build_unet
 
-BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "deeplabv3plus": build_deeplabv3plus,
-    "unet": build_unet,
-}
+
+def build_model(name: str, **kwargs):
+    """Build the architecture called ``name`` (see segserve.architectures) with the builder's keyword arguments."""
+    return get(name).build(**kwargs)
 
 
-def build_model(name: str, **kwargs) -> keras.Model:
-    """Build the architecture called ``name`` (a key of BUILDERS) with the builder's keyword arguments."""
-    if name not in BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(BUILDERS)}")
-    return BUILDERS[name](**kwargs)
-
-
-__all__ = ["BUILDERS", "BroadcastLike", "build_deeplabv3plus", "build_model", "build_unet"]
+__all__ = ["BroadcastLike", "build_deeplabv3plus", "build_model", "build_unet"]

@@ -1,0 +1,67 @@
+"""The architectures segserve trains and serves: the one table that names them.
+
+Adding an architecture is one entry here, its builder in ``segserve.models``, and the batchable method the
+model service needs (``bento/service.py``; a test checks that every entry has one). Importing this module
+imports no framework: builders are named as ``module:function`` and imported when a model is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture.
+
+    name: what requests, the store (``corrosion-<name>``), the CLIs and the metrics call it.
+    display_name: for reports and tables. description: for ListModels.
+    builder: ``module:function`` building the Keras model (``num_classes``, ``input_shape``, ``encoder_weights``).
+    published: the original project's published per-image results (ImageNet-pretrained encoder, its own 22-image
+        test split), class name -> {"iou", "dice"}: a reference for the reports, not a like-for-like comparison.
+    """
+
+    name: str
+    display_name: str
+    description: str
+    builder: str
+    published: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def build(self, **kwargs: Any):
+        """Build this architecture with the builder's keyword arguments."""
+        module, function = self.builder.split(":")
+        build: Callable[..., Any] = getattr(importlib.import_module(module), function)
+        return build(**kwargs)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture(
+            name="deeplabv3plus",
+            display_name="DeepLabV3+",
+            description="DeepLabV3+ (ResNet50 encoder, output stride 16)",
+            builder="segserve.models.deeplabv3plus:build_deeplabv3plus",
+            published={"corrosion": {"iou": 0.5666, "dice": 0.6419}, "asset": {"iou": 0.8573, "dice": 0.9155}},
+        ),
+        Architecture(
+            name="unet",
+            display_name="U-Net",
+            description="U-Net (ResNet50 encoder)",
+            builder="segserve.models.unet:build_unet",
+            published={"corrosion": {"iou": 0.5254, "dice": 0.5900}, "asset": {"iou": 0.7007, "dice": 0.7993}},
+        ),
+    )
+}
+NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
+DEFAULT = NAMES[0]
+
+
+def get(name: str) -> Architecture:
+    """The architecture called ``name``; ValueError naming the known ones otherwise."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(NAMES)}")
+    return ARCHITECTURES[name]

@@ -1,0 +1,137 @@
+"""The HTTP transport in-process (a Starlette app over the shared Edge, no BentoML): statuses, tokens, retry
+hints, the metrics of every call, and failures inside the server."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from segserve.auth import TokenAuth
+from segserve.edge import Edge
+from segserve.http_api import MetricsGuard, respond
+from segserve.predictor import from_probabilities, pack
+from segserve.segmenter import Segmenter
+from segserve.settings import Settings
+
+MODELS = {name: {"version": "v1", "input_size": 32, "metadata": {}} for name in ("deeplabv3plus", "unet")}
+IMAGE = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))[1].tobytes()
+
+
+async def corrosion_everywhere(name: str, batch: np.ndarray) -> np.ndarray:
+    probs = np.zeros((*batch.shape[:3], 3), np.float32)
+    probs[..., 0] = 1.0
+    return pack(from_probabilities(probs))
+
+
+def app_for(edge: Edge) -> Starlette:
+    """/segment and /metrics as the service wires them, over ``edge``."""
+
+    async def segment(request: Request):
+        form = await request.form()
+        data = await form["image"].read()
+        model = str(form.get("model", ""))
+
+        async def work(deadline):
+            return await edge.segmenter.segment(data, model, False, deadline)
+
+        return await respond(edge, "Segment", model, request.headers, work)
+
+    async def metrics(request: Request):
+        return PlainTextResponse("segserve_requests_total 1\n")
+
+    app = Starlette(routes=[Route("/segment", segment, methods=["POST"]), Route("/metrics", metrics)])
+    return MetricsGuard(app, lambda: edge)
+
+
+def client(edge: Edge) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(edge)), base_url="http://test")
+
+
+def count(code: str, model: str = "deeplabv3plus") -> float:
+    labels = {"transport": "http", "method": "Segment", "model": model, "code": code}
+    return REGISTRY.get_sample_value("segserve_requests_total", labels) or 0.0
+
+
+async def post(edge: Edge, headers: dict[str, str] | None = None, model: str = "") -> httpx.Response:
+    async with client(edge) as c:
+        return await c.post("/segment", files={"image": ("p.png", IMAGE)}, data={"model": model}, headers=headers)
+
+
+@pytest.mark.anyio
+async def test_answer_and_its_count():
+    before = count("200")
+    r = await post(Edge(Segmenter(corrosion_everywhere, MODELS, Settings())))
+    assert r.status_code == 200 and r.json()["corrosion_asset_ratio"] == 1.0
+    assert count("200") - before == 1
+
+
+@pytest.mark.anyio
+async def test_loading_models_answer_503_with_a_retry_hint_and_are_counted():
+    before = count("503")
+    r = await post(Edge(Segmenter(corrosion_everywhere, {}, Settings())))
+    assert r.status_code == 503 and r.json()["code"] == "NotReady"
+    assert r.headers["retry-after"] == "2"
+    assert count("503") - before == 1
+
+
+@pytest.mark.anyio
+async def test_a_failure_inside_the_server_is_a_500_with_a_request_id_and_no_stack_trace(caplog):
+    async def broken(name, batch):
+        return np.zeros((1, 2), np.uint8)  # not what the model service answers: unpacking fails
+
+    before = count("500")
+    with caplog.at_level(logging.ERROR, logger="segserve"):
+        r = await post(Edge(Segmenter(broken, MODELS, Settings())))
+    assert r.status_code == 500 and r.json()["code"] == "Internal"
+    message = r.json()["error"]
+    request_id = message.split("request id ")[1].split(")")[0]
+    assert "Traceback" not in message and "IndexError" not in message
+    assert request_id in caplog.text and "Traceback" in caplog.text
+    assert count("500") - before == 1
+
+
+@pytest.mark.anyio
+async def test_tokens_are_required_when_configured_and_several_are_accepted():
+    edge = Edge(Segmenter(corrosion_everywhere, MODELS, Settings()), TokenAuth(["old-token", "new-token"]))
+    before = count("401")
+    assert (await post(edge)).status_code == 401
+    assert (await post(edge, {"authorization": "Bearer wrong"})).json()["code"] == "Unauthenticated"
+    assert (await post(edge, {"authorization": "Basic new-token"})).status_code == 401
+    assert count("401") - before == 3
+    for token in ("old-token", "new-token"):
+        assert (await post(edge, {"authorization": f"Bearer {token}"})).status_code == 200
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("public", [True, False])
+async def test_metrics_open_or_behind_a_token(public):
+    settings = Settings(metrics_public=public)
+    edge = Edge(Segmenter(corrosion_everywhere, MODELS, settings), TokenAuth(["t0k"]))
+    async with client(edge) as c:
+        assert (await c.get("/metrics")).status_code == (200 if public else 401)
+        assert (await c.get("/metrics", headers={"authorization": "Bearer t0k"})).status_code == 200
+
+
+def test_tokens_from_the_environment_and_a_file(tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text("# rotated 2026-11\nfile-token\n\n")
+    auth = TokenAuth.from_settings(Settings(auth_tokens="env-a, env-b", auth_tokens_file=str(path)))
+    for token in ("env-a", "env-b", "file-token"):
+        auth.check(f"Bearer {token}")
+    assert not TokenAuth.from_settings(Settings()).enabled
+    with pytest.raises(ValueError, match="cannot be read"):
+        TokenAuth.from_settings(Settings(auth_tokens_file=str(tmp_path / "missing")))
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
