@@ -84,17 +84,41 @@ def test_invalid_number_names_the_variable(clean_env, variable, raw):
 
 
 @pytest.mark.parametrize(
-    ("models", "expected"),
+    ("models", "default", "expected"),
     [
-        ("deeplabv3plus,unet", ("deeplabv3plus", "unet")),
-        ("unet", ("unet",)),
-        (" unet , deeplabv3plus ,, ", ("unet", "deeplabv3plus")),
-        ("", ()),
-        (",", ()),
+        ("deeplabv3plus,unet", "deeplabv3plus", ("deeplabv3plus", "unet")),
+        ("unet", "unet", ("unet",)),
+        (" unet , deeplabv3plus ,, ", "ensemble", ("unet", "deeplabv3plus")),
     ],
 )
-def test_model_names(models, expected):
-    assert Settings(models=models).model_names == expected
+def test_model_names(models, default, expected):
+    assert Settings(models=models, default_model=default).model_names == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"models": ""}, "names no model"),
+        ({"models": ","}, "names no model"),
+        ({"models": "deeplabv3plus,segnet"}, "unknown ones \\(segnet\\)"),
+        ({"models": "unet"}, "SEGSERVE_DEFAULT_MODEL='deeplabv3plus' is not served"),
+        ({"tls_cert_file": "c.pem"}, "must be set together"),
+        ({"tls_client_ca_file": "ca.pem"}, "needs SEGSERVE_TLS_CERT_FILE"),
+        ({"max_pixels_in_flight": 1000}, "could never be admitted"),
+        ({"backend": "torch"}, "not one of onnxruntime, tensorflow"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(**fields)
+
+
+def test_booleans_from_env(clean_env):
+    clean_env.setenv("SEGSERVE_METRICS_PUBLIC", "false")
+    assert Settings.from_env().metrics_public is False
+    clean_env.setenv("SEGSERVE_METRICS_PUBLIC", "maybe")
+    with pytest.raises(ValueError, match="SEGSERVE_METRICS_PUBLIC='maybe' is not a valid bool"):
+        Settings.from_env()
 
 
 def test_models_from_env(clean_env):

@@ -3,6 +3,9 @@
 segserve import-models [--force]   import the shipped models (models/) into the BentoML store if missing
 segserve check-models              exit 1, naming what is missing, unless every served model is in the store
 segserve serve                     check the store, then serve HTTP and gRPC (bentoml serve)
+segserve versions NAME             list the store's versions of a model, newest first, marking the served one
+segserve use NAME:VERSION          serve that version from the next server start (NAME:latest: the newest)
+segserve rollback NAME             serve the version before the one served now, from the next server start
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from segserve.errors import ModelNotInStore
+from segserve.errors import ModelNotInStore, UnknownModel
 from segserve.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +29,9 @@ def import_models(release_dir: str, force: bool) -> int:
             tag = import_release(name, release_dir, force=force)
         except ModelNotInStore as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except Exception as exc:  # a broken release file: name it, never a traceback
+            print(f"error: the release of {name} in {release_dir} cannot be imported: {exc!r}", file=sys.stderr)
             return 1
         print(f"imported {tag}" if tag else f"corrosion-{name} is already in the store")
     return 0
@@ -45,8 +51,123 @@ def check_models() -> int:
     return 1 if missing else 0
 
 
+def _model_name(text: str) -> str:
+    """``unet`` or ``corrosion-unet`` -> ``unet``."""
+    return text.removeprefix("corrosion-")
+
+
+def _describe(meta: dict) -> str:
+    parts = []
+    if meta.get("trained_from"):
+        parts.append(f"from {meta['trained_from']}")
+    if meta.get("trained_on"):
+        parts.append(f"on {meta['trained_on']}")
+    miou = (meta.get("val_metrics") or {}).get("mean_iou")
+    if miou is not None:
+        parts.append(f"val mIoU {miou:.4f}")
+    return ", ".join(parts)
+
+
+def versions(name: str) -> int:
+    from segserve import store
+
+    name = _model_name(name)
+    refs = store.list_versions(name)
+    if not refs:
+        print(f"error: no {store.store_name(name)} in the BentoML model store", file=sys.stderr)
+        return 1
+    try:
+        served = str(store.store_ref(name).tag.version)
+    except ModelNotInStore as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        served = None
+    how = "pinned" if store.read_pins().get(store.store_name(name)) else "latest"
+    print(f"{store.store_name(name)}: {len(refs)} version(s), newest first; * = served ({how})")
+    for ref in refs:
+        version = str(ref.tag.version)
+        mark = "*" if version == served else " "
+        created = ref.info.creation_time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{mark} {version}  {created}  {_describe(dict(ref.info.metadata))}".rstrip())
+    return 0
+
+
+def use(spec: str) -> int:
+    from segserve import store
+
+    name, _, version = spec.partition(":")
+    name = _model_name(name)
+    if not version:
+        print(f"error: give a version: `segserve use {name}:VERSION` or `{name}:latest`", file=sys.stderr)
+        return 2
+    try:
+        pinned = store.pin(name, version)
+        served = store.store_ref(name).tag
+    except ModelNotInStore as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    how = f"pinned {pinned}" if pinned else "the latest, unpinned"
+    print(f"serving {served} ({how}); restart the server to load it")
+    return 0
+
+
+def rollback(name: str) -> int:
+    from segserve import store
+
+    name = _model_name(name)
+    try:
+        old, new = store.rollback(name)
+    except ModelNotInStore as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    tag = store.store_name(name)
+    print(f"serving {tag}:{new} instead of {tag}:{old} (pinned); restart the server to load it")
+    return 0
+
+
+def preflight() -> list[str]:
+    """What would stop the server from serving, found before it starts: each served model must load on the
+    configured backend, both ports must be free, and the TLS and token files must be readable."""
+    import socket
+
+    from segserve.auth import TokenAuth
+    from segserve.predictor import load_predictor
+    from segserve.store import served_model
+
+    settings = get_settings()
+    problems = []
+    for name in settings.model_names:
+        try:
+            model_dir, info = served_model(name)
+            load_predictor(model_dir, settings.backend, info.input_size, settings.model_threads)
+        except Exception as exc:
+            problems.append(f"corrosion-{name} cannot be loaded on {settings.backend}: {exc}")
+    for what, host, port in (("HTTP", "0.0.0.0", settings.http_port), ("gRPC", settings.grpc_host, settings.grpc_port)):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                problems.append(f"the {what} port {host}:{port} cannot be bound ({exc.strerror}): is it in use?")
+    for label, path in (
+        ("certificate", settings.tls_cert_file),
+        ("key", settings.tls_key_file),
+        ("client CA", settings.tls_client_ca_file),
+    ):
+        if path and not os.access(path, os.R_OK):
+            problems.append(f"the TLS {label} file {path} cannot be read")
+    try:
+        TokenAuth.from_settings(settings)
+    except ValueError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def serve() -> int:
     if check_models() != 0:
+        return 1
+    problems = preflight()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
         return 1
     settings = get_settings()
     argv = [sys.executable, "-m", "bentoml", "serve", "bento.service:SegServe", "--port", str(settings.http_port)]
@@ -63,7 +184,28 @@ def main(argv: list[str] | None = None) -> None:
     p_import.add_argument("--force", action="store_true", help="import even if the store has a version")
     sub.add_parser("check-models", help="check that every served model is in the store")
     sub.add_parser("serve", help="serve HTTP and gRPC")
+    p_versions = sub.add_parser("versions", help="list a model's versions in the store, marking the served one")
+    p_versions.add_argument("name", help="deeplabv3plus or unet")
+    p_use = sub.add_parser("use", help="serve a version of a model from the next server start")
+    p_use.add_argument("spec", metavar="NAME:VERSION", help="e.g. unet:abcd1234 (a unique prefix will do), unet:latest")
+    p_rollback = sub.add_parser("rollback", help="serve the version before the served one from the next server start")
+    p_rollback.add_argument("name", help="deeplabv3plus or unet")
     args = parser.parse_args(argv)
+    try:
+        get_settings()
+    except ValueError as exc:  # a setting that cannot work: say which, exit before anything starts
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        if args.command == "versions":
+            sys.exit(versions(args.name))
+        if args.command == "use":
+            sys.exit(use(args.spec))
+        if args.command == "rollback":
+            sys.exit(rollback(args.name))
+    except UnknownModel as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     if args.command == "import-models":
         sys.exit(import_models(args.release_dir, args.force))
     if args.command == "check-models":

@@ -69,6 +69,16 @@ class Settings:
 
         if self.backend not in BACKENDS:
             raise ValueError(f"SEGSERVE_BACKEND={self.backend!r} is not one of {', '.join(BACKENDS)}")
+        unknown = [m for m in self.model_names if m not in NAMES]
+        if unknown or not self.model_names:
+            raise ValueError(
+                f"SEGSERVE_MODELS={self.models!r} names no model or unknown ones ({', '.join(unknown)}); "
+                f"the models are {', '.join(NAMES)}"
+            )
+        if self.default_model not in (*self.model_names, "ensemble"):
+            raise ValueError(
+                f"SEGSERVE_DEFAULT_MODEL={self.default_model!r} is not served; SEGSERVE_MODELS is {self.models!r}"
+            )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("SEGSERVE_TLS_CERT_FILE and SEGSERVE_TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file and not self.tls_cert_file:
