@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 
@@ -81,16 +83,49 @@ def shipped_store(tmp_path_factory) -> Path:
     return home
 
 
+def wait_for_first_answer(server, timeout: float = 120.0) -> tuple[str, int]:
+    """The first answers a Segment gets over gRPC and HTTP once the server listens (codes, while loading)."""
+    image = (DATA / "original" / f"ORI_{read_ids('val')[0]}.png").read_bytes()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with grpc.insecure_channel(server.grpc_target) as channel:
+                pb_grpc.SegmentationServiceStub(channel).Segment(pb.SegmentRequest(image=image), timeout=5)
+            grpc_code = "OK"
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and "models are still loading" not in (exc.details() or ""):
+                time.sleep(0.1)  # not listening yet
+                continue
+            grpc_code = exc.code().name
+        files = {"image": ("p.png", image, "image/png")}
+        while time.monotonic() < deadline:
+            try:
+                return grpc_code, httpx.post(f"{server.http_url}/segment", files=files, timeout=30).status_code
+            except httpx.ConnectError:  # HTTP listens a moment after gRPC
+                time.sleep(0.05)
+    raise TimeoutError(server.log()[-3000:])
+
+
 @pytest.mark.slow
 @needs_data
 def test_shipped_models_serve_real_validation_pairs(shipped_store, tmp_path):
-    """Evaluate over gRPC on real val pairs: the served scores match what the release recorded."""
-    server = start_server(shipped_store, tmp_path / "serve.log")
+    """Evaluate over gRPC on real val pairs: the served scores match what the release recorded.
+
+    The server runs the TensorFlow backend (the default is ONNX Runtime), which also makes its models load
+    for several seconds: requests meanwhile must get UNAVAILABLE / 503 and be counted.
+    """
+    server = start_server(shipped_store, tmp_path / "serve.log", backend="tensorflow")
     try:
+        first = wait_for_first_answer(server)
+        assert first == ("UNAVAILABLE", 503), "requests while the models load must be refused as not ready"
         wait_until_serving(server)
+        metrics = httpx.get(f"{server.http_url}/metrics").text
+        assert 'code="503",method="Segment",model="deeplabv3plus",transport="http"' in metrics
+        assert 'code="UNAVAILABLE",method="Segment",model="deeplabv3plus",transport="grpc"' in metrics
         with grpc.insecure_channel(server.grpc_target) as channel:
             stub = pb_grpc.SegmentationServiceStub(channel)
             listed = {m.name: m for m in stub.ListModels(pb.ListModelsRequest()).models}
+            assert {m.backend for m in listed.values()} == {"tensorflow"}
             for name in NAMES:
                 meta = json.loads(store.release_paths(name)[1].read_text())
                 assert listed[name].validation_mean_iou == pytest.approx(meta["val_metrics"]["mean_iou"])
