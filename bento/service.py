@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from segserve.errors import ModelNotInStore
@@ -135,7 +135,25 @@ async def _list_models(request: Request) -> Response:
     return await respond(segserve.edge, "ListModels", None, request.headers, work)
 
 
-models_app = Starlette(routes=[Route("/models", _list_models, methods=["GET"])])
+async def _ui(request: Request) -> Response:
+    """GET /ui: the page for people (one HTML file, no external assets)."""
+    from segserve.ui import page
+
+    return HTMLResponse(page())
+
+
+async def _docs(request: Request) -> Response:
+    """GET /docs: BentoML serves the OpenAPI page at / (its spec at /docs.json)."""
+    return RedirectResponse("/")
+
+
+models_app = Starlette(
+    routes=[
+        Route("/models", _list_models, methods=["GET"]),
+        Route("/ui", _ui, methods=["GET"]),
+        Route("/docs", _docs, methods=["GET"]),
+    ]
+)
 # TLS for HTTP from the settings (the gRPC server takes the same files in start_grpc).
 _SSL = {"enabled": True, "certfile": settings.tls_cert_file, "keyfile": settings.tls_key_file} if settings.tls else {}
 
@@ -253,10 +271,12 @@ def _current_edge() -> Any:
     return _edges[-1] if _edges else None
 
 
-def _install_metrics_guard() -> None:
+def _install_middleware() -> None:
     from segserve.http_api import MetricsGuard
+    from segserve.openapi import OpenApiDescriber
 
     SegServe.add_asgi_middleware(MetricsGuard, edge_of=_current_edge)
+    SegServe.add_asgi_middleware(OpenApiDescriber)
 
 
-_install_metrics_guard()
+_install_middleware()

@@ -1,0 +1,139 @@
+"""The OpenAPI document of the HTTP API: BentoML's generated spec, made to describe this service.
+
+BentoML writes the request schemas of /segment and /evaluate from their signatures; ``describe`` adds what
+it cannot know: the service's description and package version, GET /models and the /ui page, and the error
+body and statuses the routes really answer with (``segserve.errors.STATUSES``). ``OpenApiDescriber`` applies
+it to every ``/docs.json`` the server sends.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from segserve.errors import STATUSES
+
+SPEC_PATH = "/docs.json"
+DESCRIPTION = """Segments photos of pipes into **corrosion**, **asset** and **background**, and says how much of each
+asset is corroded (`corrosion_asset_ratio`, and the ASTM D610 `rust_grade`), how confident the model is, and
+whether the answer needs a person's review.
+
+The same service answers over gRPC (`segserve.v1.SegmentationService`, port 50051 by default); the JSON
+answers here have the proto's field names, with PNG and JPEG bytes in base64. Errors are JSON
+`{"error": "...", "code": "..."}`; 429 and 503 carry `Retry-After`. With tokens configured, every route
+but the probes needs `Authorization: Bearer <token>`. A page for people is at [/ui](/ui)."""
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "An error: a message a person can act on, and the error's class.",
+    "properties": {
+        "error": {"type": "string", "description": "What went wrong and what to do about it."},
+        "code": {
+            "type": "string",
+            "enum": sorted(kind.__name__ for kind in STATUSES),
+            "description": "The error's class (segserve.errors).",
+        },
+    },
+    "required": ["error", "code"],
+}
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("segserve")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _error_responses(statuses: set[int]) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for kind, status in STATUSES.items():
+        if status.http in statuses:
+            by_status.setdefault(status.http, []).append(kind.__name__)
+    return {
+        str(code): {
+            "description": " or ".join(sorted(names)),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for code, names in sorted(by_status.items())
+    }
+
+
+# What each route can answer besides 200 (the statuses of segserve.errors.STATUSES).
+_ROUTE_ERRORS = {
+    "/segment": {400, 401, 404, 413, 429, 500, 503, 504},
+    "/evaluate": {400, 401, 404, 413, 429, 500, 503, 504},
+    "/models": {401, 500, 503},
+}
+
+
+def describe(spec: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's spec (as JSON) made to describe segserve: info, every route, the real errors."""
+    spec = json.loads(json.dumps(spec))  # a copy
+    spec["info"] = {"title": "segserve", "version": package_version(), "description": DESCRIPTION}
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for bentoml_error in ("InvalidArgument", "NotFound", "InternalServerError"):
+        schemas.pop(bentoml_error, None)
+    schemas["Error"] = ERROR_SCHEMA
+    paths = spec.setdefault("paths", {})
+    for route in ("/segment", "/evaluate"):
+        post = paths.get(route, {}).get("post")
+        if post is not None:
+            post["responses"] = {"200": post["responses"]["200"], **_error_responses(_ROUTE_ERRORS[route])}
+    paths["/models"] = {
+        "get": {
+            "tags": ["Service APIs"],
+            "operationId": "segserve__models",
+            "description": "The served models (the ensemble too): ListModelsResponse's fields as JSON.",
+            "responses": {
+                "200": {
+                    "description": "The served models",
+                    "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+                },
+                **_error_responses(_ROUTE_ERRORS["/models"]),
+            },
+        }
+    }
+    paths["/ui"] = {
+        "get": {
+            "tags": ["Service APIs"],
+            "operationId": "segserve__ui",
+            "description": "A page for people: upload a photo, pick a model, see the overlay and the numbers.",
+            "responses": {"200": {"description": "The page", "content": {"text/html": {}}}},
+        }
+    }
+    return spec
+
+
+class OpenApiDescriber:
+    """ASGI middleware: every /docs.json the server sends goes through ``describe``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") != SPEC_PATH:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        body = b""
+
+        async def capture(message: Message) -> None:
+            nonlocal start, body
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    out = body
+                    if start is not None and start["status"] == 200:
+                        out = json.dumps(describe(json.loads(body))).encode()
+                    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                    headers.append((b"content-length", str(len(out)).encode()))
+                    await send({**start, "headers": headers})
+                    await send({"type": "http.response.body", "body": out})
+
+        await self.app(scope, receive, capture)
