@@ -5,6 +5,9 @@
 Writes runs/<model>/ : checkpoints/last.keras (every epoch, with optimizer state), best.keras,
 state.json, history.csv, config.json, and at the end the full report (see training.report).
 Run again with --resume to continue an interrupted run where its last checkpoint left it.
+--init-from starts from a trained model's weights instead of a new one (training.finetune wraps it with
+fine-tuning defaults, the comparison with the start model and the import); --precision mixed_bfloat16 trains
+under Keras' mixed precision (XLA stays off: on this CPU it is slower and fails with bfloat16).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import numpy as np
 
 from segserve import imaging, metrics
 from segserve.classes import CLASS_NAMES
+from segserve.predictor import Predictor
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+def build_parser(prog: str = "python -m training.train", description: str = __doc__.split("\n")[0]):
+    """The training options; training.finetune reuses them with its own defaults."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--model", required=True, choices=["deeplabv3plus", "unet"])
     p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>)")
@@ -41,9 +46,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.keras")
     p.add_argument("--no-report", action="store_true", help="skip the final report")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start from a trained model: release (models/<model>.*), a release folder, or "
+        "corrosion-<model>:VERSION from the BentoML store (default: a new model)",
+    )
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=["auto", "float32", "mixed_bfloat16"],
+        help="compute precision; auto: mixed_bfloat16 where the CPU has bfloat16 instructions",
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    p = parser or build_parser()
     args = p.parse_args(argv)
     if args.crop_size % 16 or args.input_size % 16:
         p.error("--crop-size and --input-size must be divisible by 16")
+    if args.init_from and args.encoder_weights not in ("none", "None", ""):
+        p.error("--encoder-weights does not apply with --init-from: every weight comes from the start model")
     return args
 
 
@@ -78,17 +102,24 @@ def make_batches(images, masks, batch_size: int, crop: int, seed: int):
     return AugmentedBatches()
 
 
-def predict_masks(model, images: np.ndarray, batch_size: int = 4) -> np.ndarray:
-    """Class masks uint8 (N, H, W) for RGB uint8 images (N, H, W, 3) already at the model's input size."""
-    out = []
+def predict_masks(model, images: np.ndarray, batch_size: int = 4, flip: bool = False) -> np.ndarray:
+    """Class masks uint8 (N, H, W) for RGB uint8 images (N, H, W, 3) already at the model's input size.
+
+    Serving's path: ``Predictor.predict``, the model service's call (``flip``: horizontal-flip test-time
+    augmentation), then ``imaging.upsample_mask`` to each image's own size, as ``inference.segmentation`` does.
+    """
+    predictor = Predictor(model, flip=flip)
+    masks = []
     for i in range(0, len(images), batch_size):
-        probs = model.predict_on_batch(imaging.normalize(images[i : i + batch_size]))
-        out.append(np.argmax(np.asarray(probs), axis=-1).astype(np.uint8))
-    return np.concatenate(out)
+        batch = images[i : i + batch_size]
+        prediction = predictor.predict(batch)
+        masks += [imaging.upsample_mask(m, x.shape[1], x.shape[0]) for m, x in zip(prediction.mask, batch, strict=True)]
+    return np.stack(masks)
 
 
 def split_metrics(truth: np.ndarray, pred: np.ndarray) -> dict:
-    """Standard (confusion matrix over the split) and per-image metrics, as a flat dict for logs."""
+    """Standard (confusion matrix over the split) and per-image metrics, ratio MAE and rust-grade agreement,
+    as a flat dict for logs."""
     cms = np.stack([metrics.confusion_matrix(t, p) for t, p in zip(truth, pred, strict=True)])
     rep = metrics.report(cms.sum(axis=0))
     per_image = metrics.per_image_means(cms)
@@ -96,13 +127,20 @@ def split_metrics(truth: np.ndarray, pred: np.ndarray) -> dict:
     for c, name in enumerate(CLASS_NAMES):
         logs[f"val_iou_{name}"] = float(rep.iou[c])
         logs[f"val_per_image_iou_{name}"] = float(per_image["iou"][c])
+    # What an inspector reads: the corroded share's error and the rust grade's agreement (after the columns
+    # above, so a resumed run's history.csv keeps its column order).
+    logs.update({f"val_{k}": v for k, v in metrics.ratio_agreement(truth, pred).items()})
     return logs
 
 
-def run(args: argparse.Namespace) -> Path:
+def run(args: argparse.Namespace, start=None) -> Path:
+    """Train (or continue with --resume) and write the run folder; returns it.
+
+    start: the training.finetune.StartModel of ``args.init_from`` when the caller has loaded it already.
+    """
     import tensorflow as tf
 
-    if args.threads:
+    if args.threads and tf.config.threading.get_intra_op_parallelism_threads() != args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
@@ -111,6 +149,11 @@ def run(args: argparse.Namespace) -> Path:
     from segserve.models import build_model
     from training import losses  # noqa: F401  (registers the loss for loading checkpoints)
     from training.data import find_pairs, load_arrays, split_pairs
+    from training.finetune import load_start, resolve_precision
+
+    precision = resolve_precision(args.precision)
+    keras.mixed_precision.set_dtype_policy(precision)
+    print(f"precision {precision}", flush=True)
 
     out = Path(args.out or f"runs/{args.model}")
     ckpt_dir = out / "checkpoints"
@@ -127,6 +170,8 @@ def run(args: argparse.Namespace) -> Path:
     batches = make_batches(train_x, train_y, args.batch_size, args.crop_size, args.seed)
 
     state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "train_seconds": 0.0}
+    if args.init_from and start is None:
+        start = load_start(args.model, args.init_from)
     if args.resume and (ckpt_dir / "last.keras").exists():
         state = json.loads(state_path.read_text())
         model = keras.saving.load_model(ckpt_dir / "last.keras")
@@ -135,7 +180,12 @@ def run(args: argparse.Namespace) -> Path:
         if args.resume:
             print(f"no checkpoint in {ckpt_dir}; starting a new run", flush=True)
         keras.utils.set_random_seed(args.seed)
-        model = build_model(args.model, encoder_weights=args.encoder_weights)
+        if start is not None:
+            model = build_model(args.model, **start.builder_kwargs)
+            model.set_weights(start.model.get_weights())  # variables stay float32 under mixed precision
+            print(f"starting from {start.description}", flush=True)
+        else:
+            model = build_model(args.model, encoder_weights=args.encoder_weights)
         steps = args.epochs * len(batches)
         warmup = min(args.warmup_epochs * len(batches), steps // 2)
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -149,10 +199,14 @@ def run(args: argparse.Namespace) -> Path:
             optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
             loss=losses.ce_dice_loss,
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=False,
         )
         for stale in (out / "history.csv", state_path):
             stale.unlink(missing_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "resume"}
+    config["resolved_precision"] = precision
+    if start is not None:
+        config["trained_from"] = start.description
     config["train_ids"] = [p.id for p in train_pairs]
     config["val_ids"] = [p.id for p in val_pairs]
     (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -162,6 +216,12 @@ def run(args: argparse.Namespace) -> Path:
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            # The loss of the run's very first step, before any update: a run started --init-from a model
+            # must show that model's loss on that batch.
+            if "first_batch_loss" not in state and logs and "loss" in logs:
+                state["first_batch_loss"] = float(logs["loss"])
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
