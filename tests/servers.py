@@ -87,15 +87,20 @@ def wait_until_serving(server: LiveServer, timeout: float = 180.0) -> None:
 
 
 def start_server(
-    bentoml_home: Path, log_path: Path, target: str = "bento.service:SegServe", **settings: str
+    bentoml_home: Path,
+    log_path: Path,
+    target: str = "bento.service:SegServe",
+    pythonpath_first: Path | None = None,
+    **settings: str,
 ) -> LiveServer:
     """Start `bentoml serve TARGET` (the service, or a built bento's tag) on free ports, with SEGSERVE_* settings
-    given as keyword arguments."""
+    given as keyword arguments; ``pythonpath_first`` goes before everything on PYTHONPATH."""
     http_port, grpc_port = free_port(), free_port()
+    first = f"{pythonpath_first}:" if pythonpath_first else ""
     env = {
         **os.environ,
         "BENTOML_HOME": str(bentoml_home),
-        "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}",
+        "PYTHONPATH": f"{first}{ROOT / 'src'}:{ROOT}",
         "SEGSERVE_HTTP_PORT": str(http_port),
         "SEGSERVE_GRPC_PORT": str(grpc_port),
         "SEGSERVE_GRPC_HOST": "127.0.0.1",

@@ -9,7 +9,9 @@ import sys
 import tarfile
 from pathlib import Path
 
+import cv2
 import grpc
+import numpy as np
 import pytest
 
 from segserve.v1 import segmentation_pb2 as pb
@@ -39,7 +41,8 @@ def test_bento_holds_service_proto_wheel_and_requirements(built):
     assert (bento / "src" / "proto" / "segserve" / "v1" / "segmentation.proto").exists()
     assert [w.name for w in (bento / "env" / "python" / "wheels").iterdir()] == ["segserve-0.1.0-py3-none-any.whl"]
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
-    assert "tensorflow-cpu" in requirements and "grpcio-health-checking" in requirements
+    assert "onnxruntime" in requirements and "grpcio-health-checking" in requirements
+    assert "tensorflow" not in requirements and "keras" not in requirements  # the lean bento
 
 
 def test_dockerfile_exposes_http_and_grpc(built):
@@ -47,6 +50,15 @@ def test_dockerfile_exposes_http_and_grpc(built):
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
     assert "EXPOSE 3000" in dockerfile
     assert "EXPOSE 50051" in dockerfile
+
+
+def test_container_runs_as_a_non_root_user(built):
+    """The image's process runs as BentoML's bento user, uid 1034 (the Kubernetes manifests' runAsUser)."""
+    _, bento = built
+    lines = (bento / "env" / "docker" / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] == "bentoml"
+    assert "ARG BENTO_USER_UID=1034" in lines
 
 
 def test_exported_bento_carries_both_models(built, tmp_path):
@@ -60,16 +72,29 @@ def test_exported_bento_carries_both_models(built, tmp_path):
     with tarfile.open(archive) as tar:
         names = [n.removeprefix("./") for n in tar.getnames()]
     for model in ("corrosion-deeplabv3plus", "corrosion-unet"):
-        assert any(n.startswith(f"models/{model}/") and n.endswith("model.keras") for n in names), model
+        for filename in ("model.keras", "model.onnx"):
+            assert any(n.startswith(f"models/{model}/") and n.endswith(filename) for n in names), (model, filename)
 
 
-def test_built_bento_serves_grpc(built, tmp_path):
+def test_built_bento_serves_grpc_without_tensorflow(built, tmp_path):
+    """The lean bento serves with TensorFlow and Keras made unimportable (a sitecustomize that blocks them)."""
     home, bento = built
-    server = start_server(home, tmp_path / "serve.log", target=f"segserve:{bento.name}")
+    blocker = tmp_path / "no_tensorflow"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nfor name in ('tensorflow', 'keras', 'tf2onnx'):\n    sys.modules[name] = None\n"
+    )
+    server = start_server(home, tmp_path / "serve.log", target=f"segserve:{bento.name}", pythonpath_first=blocker)
     try:
         wait_until_serving(server)
         with grpc.insecure_channel(server.grpc_target) as channel:
-            models = pb_grpc.SegmentationServiceStub(channel).ListModels(pb.ListModelsRequest()).models
-        assert sorted(m.name for m in models) == ["deeplabv3plus", "unet"]
+            stub = pb_grpc.SegmentationServiceStub(channel)
+            models = stub.ListModels(pb.ListModelsRequest()).models
+            image = cv2.imencode(".png", np.full((30, 40, 3), 120, np.uint8))[1].tobytes()
+            answer = stub.Segment(pb.SegmentRequest(image=image, model="ensemble"))
+        assert sorted(m.name for m in models) == ["deeplabv3plus", "ensemble", "unet"]
+        assert {m.backend for m in models} == {"onnxruntime"}
+        assert (answer.width, answer.height) == (40, 30)
+        assert "No module named" not in server.log() and "tensorflow" not in server.log().lower()
     finally:
         stop_server(server)
