@@ -96,6 +96,14 @@ def print_summary(result: dict[str, Any]) -> None:
         f"   {_pct(avg['mean_iou']):>13}{_pct(avg['mean_dice']):>6}"
     )
     print(f"pixel accuracy {_pct(std['pixel_accuracy']).strip()}% over {result['num_images']} images", flush=True)
+    ratio = result.get("ratio_agreement")
+    if ratio:
+        print(
+            f"corroded share of the asset: mean absolute error {_pct(ratio['ratio_mae']).strip()} points; "
+            f"rust grade exact {_pct(ratio['grade_exact']).strip()}%, "
+            f"within one {_pct(ratio['grade_within_one']).strip()}%",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

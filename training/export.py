@@ -61,7 +61,9 @@ def run_metrics(run_dir: Path, pairs: list[Pair], data_dir: str) -> dict[str, An
 def val_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """The release's ``val_metrics`` from a metrics.json dict, in the layout the server reports
     (segserve.segmenter): ``per_class`` rows with class_id, name, iou, dice, precision, recall, per_image_iou and
-    per_image_dice, and the means. Undefined values (None in metrics.json) are left out.
+    per_image_dice, the means, and what an inspector reads: ``ratio_mae`` (mean absolute error of the
+    corrosion_asset_ratio), ``grade_exact`` and ``grade_within_one`` (rust grade agreement). Undefined values
+    (None in metrics.json) are left out.
     """
     std, avg = result["standard"], result["per_image"]
     rows = []
@@ -80,6 +82,7 @@ def val_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "pixel_accuracy": std["pixel_accuracy"],
         "per_image_mean_iou": avg["mean_iou"],
         "per_image_mean_dice": avg["mean_dice"],
+        **result.get("ratio_agreement", {}),
     }
     return {k: v for k, v in summary.items() if v is not None}
 

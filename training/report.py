@@ -43,7 +43,12 @@ _LINE_COLORS = {name: tuple(0.8 * PALETTE[i] / 255) for i, name in enumerate(CLA
 
 
 def compute_metrics(truth: np.ndarray, pred: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    """Standard (split-level) and per-image metrics of class masks (N, H, W); returns (dict, per-image cms)."""
+    """Standard (split-level) and per-image metrics of class masks (N, H, W); returns (dict, per-image cms).
+
+    ``ratio_agreement`` holds what an inspector reads (``segserve.metrics.ratio_agreement``): ``ratio_mae``,
+    the mean absolute error of each image's corrosion_asset_ratio, and ``grade_exact`` / ``grade_within_one``,
+    the shares of images whose ASTM D610 rust grade is the truth's; ``ratios`` the per-image values.
+    """
     cms = np.stack([metrics.confusion_matrix(t, p) for t, p in zip(truth, pred, strict=True)])
     rep = metrics.report(cms.sum(axis=0))
     per_image = metrics.per_image_means(cms)
@@ -70,11 +75,21 @@ def compute_metrics(truth: np.ndarray, pred: np.ndarray) -> tuple[dict[str, Any]
         "mean_iou": float(per_image["iou"].mean()),
         "mean_dice": float(per_image["dice"].mean()),
     }
+    true_ratio = [metrics.corrosion_asset_ratio(metrics.class_pixels(t)) for t in truth]
+    pred_ratio = [metrics.corrosion_asset_ratio(metrics.class_pixels(p)) for p in pred]
     result = {
         "num_images": len(cms),
         "classes": list(CLASS_NAMES),
         "standard": standard,
         "per_image": averaged,
+        # What an inspector reads: the corroded share of the asset and its ASTM D610 grade, per image.
+        "ratio_agreement": metrics.ratio_agreement(truth, pred),
+        "ratios": {
+            "truth": true_ratio,
+            "predicted": pred_ratio,
+            "truth_grade": [metrics.rust_grade(r) for r in true_ratio],
+            "predicted_grade": [metrics.rust_grade(r) for r in pred_ratio],
+        },
         "confusion_matrix": rep.confusion.tolist(),
         "confusion_matrix_axes": "rows: true class, columns: predicted class",
     }
@@ -249,6 +264,20 @@ def render_markdown(
     for name, c in avg["per_class"].items():
         lines.append(f"| {name} | {_pct(c['iou'])} | {_pct(c['dice'])} |")
     lines += [f"| **mean** | **{_pct(avg['mean_iou'])}** | **{_pct(avg['mean_dice'])}** |", ""]
+    ratio = result.get("ratio_agreement")
+    if ratio:
+        lines += [
+            "## What an inspector reads",
+            "",
+            "The corroded share of the asset (corrosion / (corrosion + asset) pixels, 0 with no asset) of each",
+            "image against the truth's (mean absolute error, in percentage points), and its ASTM D610 rust grade",
+            "(0-10): the share of images with the truth's grade, exactly and within one grade.",
+            "",
+            "| ratio MAE | grade exact | grade within one |",
+            "|---:|---:|---:|",
+            f"| {_pct(ratio['ratio_mae'])} | {_pct(ratio['grade_exact'])} | {_pct(ratio['grade_within_one'])} |",
+            "",
+        ]
     lines += [
         "## Compared with the original project",
         "",

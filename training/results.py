@@ -1,4 +1,4 @@
-"""Print the results table of the shipped models (README "Results") from their release metadata.
+"""Print the results tables of the shipped models (README "Results") from their release metadata.
 
 python -m training.results [--release-dir models]
 """
@@ -44,7 +44,27 @@ def results_table(release_dir: Path) -> str:
             f"{meta.get('best_epoch')} of {meta.get('epochs_run')}; {meta.get('train_seconds', 0) / 60:.0f} min of "
             f"training; float16 masks match float32 on {100 * meta.get('float16_agreement', 0):.3f}% of val pixels."
         )
-    return "\n".join(lines + [""] + notes)
+    return "\n".join(lines + [""] + notes + ["", inspector_table(release_dir)])
+
+
+def inspector_table(release_dir: Path) -> str:
+    """Markdown: per model, what an inspector reads: the error of the corroded share and the rust grade agreement."""
+    lines = [
+        "| model | corroded-share MAE (points) | rust grade exact | rust grade within one |",
+        "|---|---|---|---|",
+    ]
+    for name in ARCHITECTURES:
+        path = release_dir / f"{name}.json"
+        if not path.exists():
+            continue
+        val = json.loads(path.read_text())["val_metrics"]
+        if "ratio_mae" not in val:
+            continue
+        lines.append(
+            f"| {LABELS[name]} | {_pct(val['ratio_mae'])} | {_pct(val.get('grade_exact'))}% | "
+            f"{_pct(val.get('grade_within_one'))}% |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -1,0 +1,118 @@
+"""training.compare: the options' names and costs, paired differences, and a run with tiny stand-in models on a
+small synthetic split whose numbers are recomputed here the way the server answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from segserve import imaging, metrics, review
+from segserve.predictor import Predictor
+from training import compare
+
+NAMES = ("deeplabv3plus", "unet")
+INPUT_SIZE = 32
+
+
+def test_options_cover_each_model_and_the_ensemble_with_and_without_flip():
+    rows = compare.options(NAMES)
+    assert [o.name for o in rows] == [
+        "deeplabv3plus",
+        "deeplabv3plus+flip",
+        "unet",
+        "unet+flip",
+        "ensemble",
+        "ensemble+flip",
+    ]
+    assert [o.passes for o in rows] == [1, 2, 1, 2, 2, 4]
+    assert [o.label for o in rows][-1] == "ensemble + flip TTA"
+    assert [o.name for o in compare.options(("unet",))] == ["unet", "unet+flip"]
+
+
+def test_paired_differences():
+    d = compare.paired([0.5, 0.7, 0.9, 0.4], [0.5, 0.5, 0.5, 0.5])
+    assert d["mean"] == pytest.approx(0.125)  # (0 + 0.2 + 0.4 - 0.1) / 4
+    assert (d["up"], d["down"]) == (2, 1)
+    assert -0.1 <= d["low"] <= d["mean"] <= d["high"] <= 0.4
+    assert compare.paired([1.0, 1.0], [1.0, 1.0]) == {"mean": 0.0, "low": 0.0, "high": 0.0, "up": 0, "down": 0}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tf_few_threads):
+    import keras
+
+    from tests.servers import tiny_model
+
+    keras.utils.set_random_seed(0)
+    return {name: tiny_model(name) for name in NAMES}
+
+
+@pytest.fixture
+def split(make_dataset):
+    """Three val photos of 48x64 (not the model's input size, so postprocessing resizes back)."""
+    return make_dataset(n=5, size=(48, 64), splits={"train": ["001", "002"], "val": ["003", "004", "005"]})
+
+
+def test_compare_measures_every_option_through_serving_path(split, tiny_models, monkeypatch, tmp_path):
+    metas = {name: {"input_size": INPUT_SIZE} for name in NAMES}
+    monkeypatch.setattr(compare, "load_models", lambda release_dir: (tiny_models, metas))
+    out = tmp_path / "docs" / "inference_options.md"
+    argv = ["--data", str(split.root), "--split", "val", "--out", str(out)]
+    rows = {r["option"]: r for r in compare.compare(compare.parse_args(argv), argv)}
+    assert list(rows) == [o.name for o in compare.options(NAMES)]
+
+    ids = ["003", "004", "005"]
+    truths = [split.masks[i] for i in ids]
+    inputs = np.stack([imaging.resize_image(split.images[i], INPUT_SIZE) for i in ids])
+
+    def expected(probs):
+        # the server: argmax at the model's size, class ids brought to the photo's size by nearest neighbour
+        masks = [imaging.upsample_mask(p.argmax(axis=-1).astype(np.uint8), 64, 48) for p in probs]
+        assert all(m.shape == (48, 64) for m in masks)
+        cms = [metrics.confusion_matrix(t, m) for t, m in zip(truths, masks, strict=True)]
+        return masks, metrics.report(np.sum(cms, axis=0)), metrics.ratio_agreement(truths, masks)
+
+    plain = {n: Predictor(tiny_models[n]).probabilities(inputs) for n in NAMES}
+    flipped = {n: Predictor(tiny_models[n], flip=True).probabilities(inputs) for n in NAMES}
+    cases = {
+        "deeplabv3plus": plain["deeplabv3plus"],
+        "unet+flip": flipped["unet"],
+        "ensemble": (plain["deeplabv3plus"] + plain["unet"]) / 2,
+        "ensemble+flip": (flipped["deeplabv3plus"] + flipped["unet"]) / 2,
+    }
+    for name, probs in cases.items():
+        masks, rep, ratio = expected(probs)
+        row = rows[name]
+        assert row["mean_iou"] == pytest.approx(rep.mean_iou, abs=1e-6), name
+        for c, cls in enumerate(("corrosion", "asset", "background")):
+            want = rep.iou[c]
+            assert (row["iou"][cls] is None and np.isnan(want)) or row["iou"][cls] == pytest.approx(want, abs=1e-6)
+        assert row["ratio_mae"] == pytest.approx(ratio["ratio_mae"], abs=1e-6), name
+        assert row["grade_exact"] == ratio["grade_exact"] and row["grade_within_one"] == ratio["grade_within_one"]
+        assert len(row["photo_ratio_error"]) == 3 and row["ms_per_image"] > 0
+
+    text = out.read_text()
+    assert "python -m training.compare --data " in text and "--split val" in text
+    for r in rows.values():
+        assert f"| {r['label']} | {r['passes']} |" in text
+    assert "ensemble vs DeepLabV3+" in text
+    recorded = json.loads(out.with_suffix(".json").read_text())
+    assert [r["option"] for r in recorded] == list(rows)
+    assert recorded[0]["ratio_mae"] == pytest.approx(rows["deeplabv3plus"]["ratio_mae"])
+
+
+def test_answer_is_what_the_server_answers(split, tiny_models):
+    from segserve.predictor import predict_ensemble
+
+    sample = compare.load_split(split.root, "val", INPUT_SIZE)[0]
+    assert sample.image.shape == (48, 64, 3) and sample.model_input.shape == (INPUT_SIZE, INPUT_SIZE, 3)
+    predictors = [Predictor(tiny_models[n]) for n in NAMES]
+    prediction = predict_ensemble(predictors, sample.model_input[None])
+    seg = compare.answer(sample, prediction)
+    probs = np.mean([p.probabilities(sample.model_input[None]) for p in predictors], axis=0)[0]
+    np.testing.assert_array_equal(seg.mask, imaging.upsample_mask(probs.argmax(axis=-1).astype(np.uint8), 64, 48))
+    members = [p.probabilities(sample.model_input[None])[0].argmax(axis=-1) for p in predictors]
+    assert seg.models_agreement == pytest.approx(review.agreement(*members))
+    assert seg.corrosion_asset_ratio == metrics.corrosion_asset_ratio(metrics.class_pixels(seg.mask))

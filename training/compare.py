@@ -1,0 +1,323 @@
+"""Inference options on a split, side by side: each model plain, with horizontal-flip test-time augmentation,
+and the ensemble of both models (the mean of their probabilities), with what each costs in model time.
+
+    python -m training.compare --data ../shared/datasets/corrosion-pipes --split val
+
+Every option goes through serving's path: the photo resized to the model's input, the model service's
+``Predictor.predict`` (``predict_ensemble`` for the ensemble) and wire format, and ``inference.segmentation``,
+which brings the mask back to the photo's own size; it is scored against the photo's own ground truth with
+``training.report.compute_metrics`` (the training report's numbers). Model time is that of the model service's
+call. All rows are measured in one process,
+photo by photo with the options interleaved, so that a load on the machine weighs on every row alike. Prints
+the table and writes it, with the command, into ``docs/results/inference_options.md`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segserve import imaging, inference, metrics, store
+from segserve.classes import CLASS_NAMES
+from segserve.errors import SegServeError
+from segserve.predictor import Prediction, Predictor, pack, predict_ensemble, unpack
+from segserve.review import ReviewThresholds
+from training.data import DatasetError, find_pairs, split_pairs
+from training.report import DISPLAY_NAMES, compute_metrics
+
+DEFAULT_OUT = Path("docs/results/inference_options.md")
+ENSEMBLE = "ensemble"
+NAMES = tuple(store.ARCHITECTURES)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One photo of a split as serving sees it: the photo and its truth at their own size, and the model input."""
+
+    id: str
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+    truth: np.ndarray  # class ids uint8 (H, W)
+    model_input: np.ndarray  # RGB uint8 (S, S, 3)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A way to answer: the mean of the probabilities of ``models`` (one or both), each with or without flip."""
+
+    models: tuple[str, ...]
+    flip: bool
+
+    @property
+    def name(self) -> str:
+        base = ENSEMBLE if len(self.models) > 1 else self.models[0]
+        return base + ("+flip" if self.flip else "")
+
+    @property
+    def label(self) -> str:
+        base = "ensemble" if len(self.models) > 1 else DISPLAY_NAMES.get(self.models[0], self.models[0])
+        return base + (" + flip TTA" if self.flip else "")
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per photo."""
+        return len(self.models) * (2 if self.flip else 1)
+
+
+def options(names: Sequence[str] = NAMES) -> list[Option]:
+    """Each model plain and with flip, then the ensemble plain and with flip."""
+    rows = [Option((n,), flip) for n in names for flip in (False, True)]
+    return rows + [Option(tuple(names), False), Option(tuple(names), True)] if len(names) > 1 else rows
+
+
+def load_split(data_dir: str | Path, split: str, size: int, seed: int = 0, limit: int = 0) -> list[Sample]:
+    """The photos and ground truths of a split at their own size (as a request would bring them)."""
+    splits = split_pairs(find_pairs(data_dir), data_dir, seed)
+    if split not in splits or not splits[split]:
+        raise DatasetError(f"{data_dir} has no {split} split; it has {', '.join(sorted(splits))}")
+    samples = []
+    for pair in splits[split][: limit or None]:
+        image, truth = imaging.read_image(str(pair.image)), imaging.read_mask(str(pair.mask))
+        if image.shape[:2] != truth.shape:
+            raise DatasetError(f"{pair.image} and {pair.mask} differ in size")
+        samples.append(Sample(pair.id, image, truth, imaging.resize_image(image, size)))
+    return samples
+
+
+def load_models(release_dir: str | Path, names: Sequence[str] = NAMES) -> tuple[dict[str, Any], dict[str, dict]]:
+    """The shipped releases: ({name: keras model}, {name: metadata}); they must share one input size."""
+    models, metas = {}, {}
+    for name in names:
+        models[name], metas[name] = store.load_release(name, release_dir)
+    sizes = {int(m.get("input_size") or imaging.MODEL_INPUT_SIZE) for m in metas.values()}
+    if len(sizes) != 1:
+        raise SystemExit(f"error: the models have different input sizes {sorted(sizes)}; an ensemble needs one")
+    return models, metas
+
+
+def run_option(option: Option, models: dict[str, Any], images: np.ndarray) -> Prediction:
+    """The model service's prediction for model inputs (N, S, S, 3) uint8: ``Predictor.predict`` of one model,
+    or ``predict_ensemble`` of both (the mean of their probabilities, each member's class ids kept)."""
+    predictors = [Predictor(models[name], flip=option.flip) for name in option.models]
+    return predictors[0].predict(images) if len(predictors) == 1 else predict_ensemble(predictors, images)
+
+
+def answer(
+    sample: Sample, prediction: Prediction, thresholds: ReviewThresholds | None = None, name: str = ""
+) -> inference.Segmentation:
+    """What the server answers for a photo given the model service's prediction (a batch of one): the wire
+    format (``pack``/``unpack``), then ``inference.segmentation``, the very functions the server calls."""
+    prepared = inference.Prepared(image=sample.image, model_input=sample.model_input)
+    wire = unpack(pack(prediction))
+    return inference.segmentation(prepared, wire, name, "", 0.0, thresholds or ReviewThresholds())
+
+
+def predict(
+    rows: Sequence[Option], models: dict[str, Any], samples: Sequence[Sample]
+) -> tuple[dict[str, list[Prediction]], dict[str, list[float]]]:
+    """Every option on every photo, one photo at a time (batch of one, as a lone request).
+
+    Returns ({option name: prediction per photo}, {option name: model seconds per photo}); each option runs
+    once on the first photo before the clock starts (graph tracing, caches).
+    """
+    for option in rows:
+        run_option(option, models, samples[0].model_input[None])
+    predictions: dict[str, list[Prediction]] = {o.name: [] for o in rows}
+    seconds: dict[str, list[float]] = {o.name: [] for o in rows}
+    for sample in samples:
+        for option in rows:
+            started = time.perf_counter()
+            prediction = run_option(option, models, sample.model_input[None])
+            seconds[option.name].append(time.perf_counter() - started)
+            predictions[option.name].append(prediction)
+    return predictions, seconds
+
+
+def masks(predictions: Sequence[Prediction], samples: Sequence[Sample]) -> list[np.ndarray]:
+    """The answers' class masks, at each photo's own size."""
+    return [answer(s, p).mask for p, s in zip(predictions, samples, strict=True)]
+
+
+def row(option: Option, predictions: Sequence[Prediction], seconds: Sequence[float], samples: Sequence[Sample]) -> dict:
+    """One table row: the report's metrics of the option's answers, and its model time per photo."""
+    result, cms = compute_metrics([s.truth for s in samples], masks(predictions, samples))
+    std, avg = result["standard"], result["per_image"]
+    ratios = result["ratios"]
+    return {
+        "option": option.name,
+        "label": option.label,
+        "passes": option.passes,
+        "iou": {c: std["per_class"][c]["iou"] for c in CLASS_NAMES},
+        "mean_iou": std["mean_iou"],
+        "per_image_iou": {c: avg["per_class"][c]["iou"] for c in CLASS_NAMES},
+        "per_image_mean_iou": avg["mean_iou"],
+        **result["ratio_agreement"],
+        "ms_per_image": 1000 * float(np.median(seconds)),
+        "ms_per_image_mean": 1000 * float(np.mean(seconds)),
+        # per photo, for paired comparisons: mean IoU as the Evaluate RPC gives it, and the ratio's error
+        "photo_mean_iou": [metrics.nanmean(metrics.iou(cm)) for cm in cms],
+        "photo_ratio_error": [abs(t - p) for t, p in zip(ratios["truth"], ratios["predicted"], strict=True)],
+    }
+
+
+def paired(a: Sequence[float], b: Sequence[float], seed: int = 0, resamples: int = 10_000) -> dict[str, float]:
+    """The mean of the per-photo differences a - b, a seeded bootstrap 95% interval of it, and how many photos
+    have a > b and a < b."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {
+        "mean": float(diff.mean()),
+        "low": float(low),
+        "high": float(high),
+        "up": int((diff > 0).sum()),
+        "down": int((diff < 0).sum()),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def table(rows: Sequence[dict]) -> str:
+    """Markdown table of the rows."""
+    classes = " / ".join(CLASS_NAMES)
+    lines = [
+        f"| option | passes | IoU {classes} | mean IoU | per-image IoU {classes} | per-image mean IoU "
+        "| ratio MAE (points) | grade exact | grade within one | model ms/photo (median) |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        iou = " / ".join(_pct(r["iou"][c]) for c in CLASS_NAMES)
+        per_image = " / ".join(_pct(r["per_image_iou"][c]) for c in CLASS_NAMES)
+        lines.append(
+            f"| {r['label']} | {r['passes']} | {iou} | {_pct(r['mean_iou'])} | {per_image} "
+            f"| {_pct(r['per_image_mean_iou'])} | {_pct(r['ratio_mae'])} | {_pct(r['grade_exact'])}% "
+            f"| {_pct(r['grade_within_one'])}% | {r['ms_per_image']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def differences(rows: Sequence[dict]) -> list[str]:
+    """Each option against its plain baseline (a single model plain; the ensemble against each model plain):
+    the change in mean IoU, per-image mean IoU and ratio MAE (points; negative is better), and the time factor."""
+    by_name = {r["option"]: r for r in rows}
+    lines = []
+    for r in rows:
+        base = r["option"].removesuffix("+flip")
+        baselines = [base] if base != ENSEMBLE else [n for n in NAMES if n in by_name]
+        if r["option"] == base and base != ENSEMBLE:
+            continue
+        for b in baselines:
+            ref = by_name.get(b)
+            if ref is None or ref is r:
+                continue
+            iou = paired(r["photo_mean_iou"], ref["photo_mean_iou"])
+            err = paired(r["photo_ratio_error"], ref["photo_ratio_error"])
+            lines.append(
+                f"- {r['label']} vs {ref['label']}: mean IoU {100 * (r['mean_iou'] - ref['mean_iou']):+.2f}, "
+                f"per-image mean IoU {100 * (r['per_image_mean_iou'] - ref['per_image_mean_iou']):+.2f}; "
+                f"per-photo mean IoU {100 * iou['mean']:+.2f} (95% CI {100 * iou['low']:+.2f} to "
+                f"{100 * iou['high']:+.2f}; better on {iou['up']}, worse on {iou['down']} photos); "
+                f"ratio MAE {100 * err['mean']:+.2f} points (95% CI {100 * err['low']:+.2f} to "
+                f"{100 * err['high']:+.2f}; lower on {err['down']}, higher on {err['up']} photos); "
+                f"grade exact {100 * (r['grade_exact'] - ref['grade_exact']):+.1f}, "
+                f"within one {100 * (r['grade_within_one'] - ref['grade_within_one']):+.1f} (% of photos); "
+                f"model time x{r['ms_per_image'] / ref['ms_per_image']:.2f}"
+            )
+    return lines
+
+
+def render(rows: Sequence[dict], command: str, split: str, n_images: int) -> str:
+    """docs/results/inference_options.md."""
+    lines = [
+        "# Inference options: plain, horizontal-flip TTA, ensemble",
+        "",
+        f"{n_images} photos of the {split} split, the shipped releases (`models/`), through serving's path",
+        "(`Predictor.predict` or `predict_ensemble`, the model service's wire format, `inference.segmentation`",
+        "back at the photo's own size). IoU: dataset-level from the summed",
+        "confusion matrix; per-image: the original project's smoothed per-image average. Ratio MAE: mean absolute",
+        "error of the corroded share of the asset (corrosion_asset_ratio), in percentage points; grade: ASTM D610",
+        "rust grade equal to the truth's, or within one. Model time: median over the photos of one model-service",
+        "call of the option on one photo (batch of one; the ensemble runs both models), all rows in one process,",
+        "the options interleaved photo by photo, on this 2-core CPU shared with other work, so compare times within",
+        "the table.",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        table(rows),
+        "",
+        "Against the plain baseline (positive IoU and negative ratio MAE are better). Per-photo: the mean over the",
+        "photos of the paired difference (mean IoU of the photo as the Evaluate RPC computes it; absolute error of",
+        "its corroded share) with a seeded bootstrap 95% interval over the photos; an interval that holds 0 is",
+        "within the noise of this split.",
+        "",
+        *differences(rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
+    p.add_argument("--split", default="val", help="train, val or test (default val)")
+    p.add_argument("--release-dir", default=str(store.DEFAULT_RELEASE_DIR), help="folder of the release files")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"markdown report (default {DEFAULT_OUT}); '' for none")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split when the dataset has no split files")
+    p.add_argument("--limit", type=int, default=0, help="only the first N photos of the split")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: TensorFlow's default)")
+    return p.parse_args(argv)
+
+
+def set_threads(threads: int) -> None:
+    if threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def compare(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dict]:
+    """Measure every option on the split; print the table, write the report; returns the rows."""
+    set_threads(args.threads)
+    models, metas = load_models(args.release_dir)
+    size = int(next(iter(metas.values())).get("input_size") or imaging.MODEL_INPUT_SIZE)
+    samples = load_split(args.data, args.split, size, args.seed, args.limit)
+    rows_to_run = options(list(models))
+    print(f"{len(rows_to_run)} options on {len(samples)} {args.split} photos of {args.data}", flush=True)
+    predictions, seconds = predict(rows_to_run, models, samples)
+    rows = [row(o, predictions[o.name], seconds[o.name], samples) for o in rows_to_run]
+    print(table(rows))
+    print("\n".join(differences(rows)), flush=True)
+    if args.out:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        command = "python -m training.compare " + shlex.join(argv)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(rows, command, args.split, len(samples)))
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"written to {out} and {out.with_suffix('.json')}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        compare(parse_args(argv), argv)
+    except (SegServeError, DatasetError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+
+
+if __name__ == "__main__":
+    main()
