@@ -14,13 +14,30 @@ export SEGSERVE_HTTP_PORT SEGSERVE_GRPC_PORT
 help: ## List the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+LOCK := requirements/lock.txt
+
+# The locked versions first (every dependency of the train and dev extras, pinned), then segserve itself,
+# constrained to them: a fresh clone installs exactly what the suite passed with.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -c $(LOCK) --upgrade pip
+	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q -c $(LOCK) -e '.[train,dev]'
 	@touch $@
 
-setup: $(VENV)/.installed ## Create .venv and install segserve with its training and dev tools
+setup: $(VENV)/.installed ## Create .venv and install segserve with its training and dev tools, at the locked versions
+
+.PHONY: lock audit
+lock: setup ## Regenerate requirements/lock.txt from pyproject.toml's train and dev extras (LOCK_FLAGS=--upgrade: newest)
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra train --extra dev --strip-extras \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS) --output-file $(LOCK) pyproject.toml
+
+# pip-audit asks PyPI's JSON API for each locked version's known vulnerabilities. --strict fails on any package it
+# could not check, so an unreachable service is an error, never a clean report.
+audit: setup ## Check the locked dependencies for known vulnerabilities with pip-audit (needs PyPI's JSON API)
+	@$(PY) -c "import urllib.request; urllib.request.urlopen('https://pypi.org/pypi/six/1.17.0/json', timeout=30)" \
+		2>/dev/null || { echo "make audit: PyPI's vulnerability data (https://pypi.org/pypi/NAME/VERSION/json) cannot be reached from this machine; nothing was audited." >&2; exit 2; }
+	$(VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r $(LOCK)
 
 proto: setup ## Regenerate the Python stubs in src/segserve/v1 from proto/
 	$(PY) -m segserve.protogen
@@ -67,6 +84,18 @@ ops-tools: ## Install promtool and prometheus (Debian's prometheus package) if m
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus && \
 	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now prometheus; fi; fi
+
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz soak
+fuzz: setup ## Fuzz the image and mask decoders (atheris) for FUZZ_SECONDS (600) from fuzz/seeds.py; findings in runs/fuzz/
+	mkdir -p runs/fuzz/corpus
+	$(PY) -m fuzz.seeds runs/fuzz/corpus
+	$(PY) fuzz/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=30 -rss_limit_mb=2048 \
+		-artifact_prefix=runs/fuzz/ runs/fuzz/corpus
+
+SOAK_MINUTES ?= 30
+soak: setup ## Soak a running server at 70% of its measured capacity for SOAK_MINUTES (30) over both transports; report in runs/soak/
+	$(PY) -m loadtests.soak --minutes $(SOAK_MINUTES) $(SOAK_FLAGS)
 
 clean: ## Remove build outputs (not .venv, not the model store)
 	rm -rf build dist .pytest_cache .ruff_cache

@@ -257,3 +257,40 @@ def test_rust_grade_extremes(ratio, grade):
 )
 def test_rust_grade_from_pixel_counts(pixels, grade):
     assert metrics.rust_grade(metrics.corrosion_asset_ratio(np.array(pixels))) == grade
+
+
+@pytest.mark.parametrize(
+    ("truth", "pred", "bad", "where"),
+    [
+        pytest.param([[0, 3]], [[0, 0]], 3, "truth", id="truth-above"),  # 3 * 3 + 0 would be cell (1, 0)
+        pytest.param([[0, 1]], [[0, 3]], 3, "prediction", id="pred-above"),  # 0 * 3 + 3 would be cell (1, 0)
+        pytest.param([[1, 0]], [[-1, 0]], -1, "prediction", id="pred-negative"),  # 1 * 3 - 1 would be cell (0, 2)
+        pytest.param([[255, 0]], [[0, 0]], 255, "truth", id="truth-255"),
+    ],
+)
+def test_confusion_matrix_rejects_ids_outside_the_class_table(truth, pred, bad, where):
+    with pytest.raises(ValueError, match=rf"{where} has class id {bad}; class ids must be 0\.\.2"):
+        metrics.confusion_matrix(np.array(truth), np.array(pred))
+
+
+def test_confusion_matrix_range_follows_num_classes():
+    with pytest.raises(ValueError, match=r"truth has class id 4; class ids must be 0\.\.3"):
+        metrics.confusion_matrix(np.array([[4]]), np.array([[0]]), num_classes=4)
+
+
+def test_confusion_matrix_of_empty_masks_is_zero():
+    cm = metrics.confusion_matrix(np.zeros((0, 4), np.uint8), np.zeros((0, 4), np.uint8))
+    np.testing.assert_array_equal(cm, np.zeros((3, 3), np.int64))
+
+
+@pytest.mark.parametrize(
+    ("mask", "bad"),
+    [([[0, 1], [2, 3]], 3), ([[7]], 7), ([[0, -2]], -2)],
+)
+def test_class_pixels_rejects_ids_outside_the_class_table(mask, bad):
+    with pytest.raises(ValueError, match=rf"mask has class id {bad}; class ids must be 0\.\.2"):
+        metrics.class_pixels(np.array(mask))
+
+
+def test_class_pixels_of_an_empty_mask_is_zero():
+    np.testing.assert_array_equal(metrics.class_pixels(np.zeros((0, 0), np.uint8)), [0, 0, 0])

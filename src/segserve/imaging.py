@@ -27,6 +27,35 @@ MAX_COLOR_DISTANCE = 100.0
 MAX_UNKNOWN_FRACTION = 0.01
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The formats of the contract, by Pillow's names (MPO: the JPEG many cameras write, with extra pictures). Other
+# formats both libraries can read are refused: Pillow reads the header, OpenCV the data, and a header the two
+# read differently would slip past the pixel limit.
+_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP"})
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Raise InvalidInput for a PNG with a chunk longer than the bytes left in the file.
+
+    OpenCV's PNG reader allocates a chunk's declared length before reading it (IDAT has no cap), so a few bytes
+    declaring a 4 GB chunk would take 4 GB of memory.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return
+    pos, end = len(_PNG_SIGNATURE), len(data)
+    while pos + 8 <= end:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if length > end - pos - 12:
+            raise InvalidInput(
+                f"PNG chunk {kind.decode('latin-1')} at byte {pos} declares {length} bytes; "
+                f"the file has {end - pos - 12} left"
+            )
+        if kind == b"IEND":
+            return
+        pos += 12 + length
+
+
 def image_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
     """Validate an encoded image's byte and pixel size from its header alone; return (width, height).
 
@@ -36,13 +65,17 @@ def image_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
         raise InvalidInput("image is empty")
     if len(data) > max_bytes:
         raise TooLarge(f"image is {len(data)} bytes; the limit is {max_bytes} bytes")
+    _check_png_chunks(data)
     try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
+            kind = header.format
     except Image.DecompressionBombError as exc:  # Pillow's own ceiling, far above ours
         raise TooLarge(f"image is over the limit of {max_pixels} pixels ({exc})") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidInput("image is not a PNG, JPEG, BMP, TIFF or WebP file that can be decoded") from exc
+    if kind not in _FORMATS:
+        raise InvalidInput(f"image is {kind}, not a PNG, JPEG, BMP, TIFF or WebP file")
     if width <= 0 or height <= 0:
         raise InvalidInput(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
@@ -52,12 +85,28 @@ def image_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
 
 def decode_image(data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62) -> np.ndarray:
     """Decode an encoded image into RGB uint8 (H, W, 3), after checking its limits from the header."""
-    image_size(data, max_bytes, max_pixels)
-    buf = np.frombuffer(data, dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    width, height = image_size(data, max_bytes, max_pixels)
+    bgr = _imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InvalidInput("image could not be decoded")
+    _check_decoded_size(bgr, width, height)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _imdecode(data: bytes, flags: int) -> np.ndarray | None:
+    """cv2.imdecode, None for what OpenCV cannot decode: it raises, rather than returning None, for some inputs
+    (a side over its limit of 2**20 pixels, though within our pixel limit)."""
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error:
+        return None
+
+
+def _check_decoded_size(array: np.ndarray, width: int, height: int) -> None:
+    """Raise InvalidInput unless the decoded array has the header's size (turned, for an EXIF orientation)."""
+    h, w = array.shape[:2]
+    if (w, h) not in ((width, height), (height, width)):
+        raise InvalidInput(f"image header says {width}x{height} but its data decodes to {w}x{h}")
 
 
 def read_image(path: str) -> np.ndarray:
@@ -148,10 +197,11 @@ def decode_mask(data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62
 
     Returns a class mask (H, W) uint8. Raises InvalidInput for anything that is not such a mask.
     """
-    image_size(data, max_bytes, max_pixels)
-    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    width, height = image_size(data, max_bytes, max_pixels)
+    raw = _imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise InvalidInput("ground truth could not be decoded")
+    _check_decoded_size(raw, width, height)
     if raw.dtype not in (np.uint8, np.uint16):  # a TIFF may hold signed or float samples: -1 would wrap to id 255
         raise InvalidInput(f"ground truth has {raw.dtype} samples; a mask holds unsigned 8- or 16-bit values")
     if raw.ndim == 2 or raw.shape[2] == 1:

@@ -20,16 +20,31 @@ SMOOTH = 1e-7
 _D610_LIMITS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.10, 0.16, 0.33, 0.50)
 
 
+def _check_ids(mask: np.ndarray, num_classes: int, what: str) -> None:
+    """Raise ValueError when a class mask holds an id outside 0..num_classes-1 (the class table)."""
+    if not mask.size:
+        return
+    low, high = int(mask.min()), int(mask.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{what} has class id {bad}; class ids must be 0..{num_classes - 1} (a table of {num_classes} classes)"
+        )
+
+
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Count pixels by (true class, predicted class).
 
-    truth, pred: integer class masks of the same shape. Returns int64 (num_classes, num_classes),
-    rows = truth, columns = prediction.
+    truth, pred: integer class masks of the same shape, ids in 0..num_classes-1 (ValueError otherwise:
+    an id outside the class table would be counted in another cell). Returns int64
+    (num_classes, num_classes), rows = truth, columns = prediction.
     """
     truth = np.asarray(truth)
     pred = np.asarray(pred)
     if truth.shape != pred.shape:
         raise ValueError(f"truth {truth.shape} and prediction {pred.shape} differ in shape")
+    _check_ids(truth, num_classes, "truth")
+    _check_ids(pred, num_classes, "prediction")
     idx = truth.astype(np.int64).ravel() * num_classes + pred.astype(np.int64).ravel()
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
@@ -145,8 +160,13 @@ def per_image_means(cms: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def class_pixels(mask: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Pixel count of each class in a class mask; int64 (num_classes,)."""
-    return np.bincount(np.asarray(mask).ravel(), minlength=num_classes)[:num_classes].astype(np.int64)
+    """Pixel count of each class in a class mask; int64 (num_classes,).
+
+    Raises ValueError for an id outside 0..num_classes-1.
+    """
+    mask = np.asarray(mask)
+    _check_ids(mask, num_classes, "mask")
+    return np.bincount(mask.ravel(), minlength=num_classes).astype(np.int64)
 
 
 def corrosion_asset_ratio(pixels: np.ndarray) -> float:
