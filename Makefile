@@ -4,12 +4,13 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/datasets/corrosion-pipes
+MODEL ?= deeplabv3plus
 SEGSERVE_HTTP_PORT ?= 3000
 SEGSERVE_GRPC_PORT ?= 50051
 export SEGSERVE_HTTP_PORT SEGSERVE_GRPC_PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto models serve test test-fast lint format train bench loadtest bento clean ops-tools
+.PHONY: help setup proto models serve test test-fast lint format train finetune bench loadtest bento clean ops-tools browser-tools
 
 help: ## List the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -63,6 +64,9 @@ format: setup ## Fix lint and formatting with ruff
 train: setup ## Train both models on DATA (resumable: rerun to continue), then export them to models/
 	for m in deeplabv3plus unet; do $(PY) -m training.train --model $$m --data $(DATA) --resume && $(PY) -m training.export --run runs/$$m --import || exit 1; done
 
+finetune: setup ## Fine-tune MODEL (deeplabv3plus) from its release on DATA; import it if better on DATA's val
+	$(PY) -m training.finetune --model $(MODEL) --data $(DATA)
+
 bench: setup ## Raw, naive and served throughput and latency side by side (run against `make serve`, same BENTOML_HOME)
 	$(PY) -m loadtests.bench
 
@@ -75,15 +79,21 @@ loadtest: setup ## Locust, gRPC and HTTP users stepped 1,2,4,8,16, against a run
 		-f loadtests/locustfile.py --headless --only-summary --csv loadtests/out/locust --host http://127.0.0.1:$(SEGSERVE_HTTP_PORT)
 	$(PY) -m loadtests.thresholds --stats loadtests/out/locust_stats.csv --thresholds $(LOADTEST_THRESHOLDS)
 
-bento: models ## Build the bento (service, proto, models, segserve wheel, requirements)
+BENTOFILE ?= bentofile.yaml
+bento: models ## Build the bento (lean, no TensorFlow; BENTOFILE=bentofile-tensorflow.yaml adds it)
 	rm -rf dist && $(PY) -m pip wheel -q --no-deps -w dist .
-	$(PY) -m bentoml build .
+	$(PY) -m bentoml build -f $(BENTOFILE) .
 
 ops-tools: ## Install promtool and prometheus (Debian's prometheus package) if missing; as root or with sudo
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then echo "promtool and prometheus: installed"; \
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus && \
 	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now prometheus; fi; fi
+
+browser-tools: ## Install Chromium (Debian's chromium package), which the page's browser test drives, if missing
+	@if command -v chromium >/dev/null; then echo "chromium: installed"; \
+	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; fi
 
 FUZZ_SECONDS ?= 600
 .PHONY: fuzz soak
