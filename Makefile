@@ -29,9 +29,11 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 setup: $(VENV)/.installed ## Create .venv and install segserve with its training and dev tools, at the locked versions
 
 .PHONY: lock audit
+# segserve is left out of the lock (--unsafe-package): the train extra names segserve[tensorflow], which pip-compile
+# would otherwise pin as this checkout's own path.
 lock: setup ## Regenerate requirements/lock.txt from pyproject.toml's train and dev extras (LOCK_FLAGS=--upgrade: newest)
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra train --extra dev --strip-extras \
-		--allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS) --output-file $(LOCK) pyproject.toml
+		--unsafe-package segserve --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS) --output-file $(LOCK) pyproject.toml
 
 # pip-audit asks PyPI's JSON API for each locked version's known vulnerabilities. --strict fails on any package it
 # could not check, so an unreachable service is an error, never a clean report.
