@@ -22,7 +22,8 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def live_server(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """`bentoml serve bento.service:SegServe` on free loopback ports, HTTP and gRPC, serving the tiny store."""
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    server = start_server(tiny_store, log, max_latency_ms=5000)
+    # 24 gRPC and 24 HTTP requests at once in the batching test: above the default in-flight limit of 16.
+    server = start_server(tiny_store, log, max_latency_ms=5000, max_concurrent_requests=32)
     try:
         wait_until_serving(server)
         yield server

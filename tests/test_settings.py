@@ -34,7 +34,7 @@ def test_defaults(clean_env):
     assert s.grpc_max_message_bytes == 64 * 1024 * 1024
     assert s.max_batch_size == 8
     assert s.max_latency_ms == 10_000
-    assert s.max_concurrent_requests == 64
+    assert s.max_concurrent_requests == 16
     assert s.grpc_grace_seconds == 5.0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 OUTPUT = Path(__file__).with_name("segserve-dashboard.json")
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 39
-ADMISSION_LIMIT = 64  # SEGSERVE_MAX_CONCURRENT_REQUESTS, per transport and pod
+ADMISSION_LIMIT = 16  # SEGSERVE_MAX_CONCURRENT_REQUESTS, per transport and pod
 PHOTO_METHODS = 'method=~"Segment|Evaluate"'
 
 

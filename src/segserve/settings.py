@@ -24,7 +24,8 @@ class Settings:
     max_batch_size: adaptive batching's largest batch (SEGSERVE_MAX_BATCH_SIZE, default 8).
     max_latency_ms: adaptive batching's latency bound (SEGSERVE_MAX_LATENCY_MS, default 10000).
     max_concurrent_requests: requests in flight per transport before RESOURCE_EXHAUSTED / 429
-        (SEGSERVE_MAX_CONCURRENT_REQUESTS, default 64).
+        (SEGSERVE_MAX_CONCURRENT_REQUESTS, default 16: two full batches per transport, so that excess load is
+        refused at once rather than queued; about 8 per core is a fair start on a larger machine).
     grpc_grace_seconds: how long a draining gRPC server lets requests finish (SEGSERVE_GRPC_GRACE_SECONDS, default 5).
     backend: what runs the models, onnxruntime or tensorflow (SEGSERVE_BACKEND, default onnxruntime).
     model_threads: threads of one forward pass (SEGSERVE_MODEL_THREADS, default 0: every core).
@@ -51,7 +52,7 @@ class Settings:
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     max_batch_size: int = 8
     max_latency_ms: int = 10_000
-    max_concurrent_requests: int = 64
+    max_concurrent_requests: int = 16
     grpc_grace_seconds: float = 5.0
     backend: str = "onnxruntime"
     model_threads: int = 0
