@@ -1,6 +1,6 @@
 """The screenshot of the /ui page in the README, taken in headless Chromium from a running server.
 
-    python docs/make_screenshot.py --url http://127.0.0.1:3000 --image PHOTO [--model ensemble] [--out docs/ui.png]
+python docs/make_screenshot.py --url http://127.0.0.1:3000 --image PHOTO [--model ensemble] [--out docs/ui.png]
 """
 
 from __future__ import annotations
