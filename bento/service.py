@@ -53,7 +53,7 @@ async def call_model(call: Callable[[], Awaitable[Any]], attempts: int = MODEL_C
     raise AssertionError("unreachable")
 
 
-@bentoml.service(name="segserve-models", workers=1, traffic={"timeout": 300})
+@bentoml.service(name="segserve-models", workers=settings.model_workers, traffic={"timeout": 300})
 class Models:
     """Both segmentation models, loaded from the BentoML store, behind batchable APIs."""
 
@@ -70,7 +70,9 @@ class Models:
                 logger.error("%s", exc)
                 raise SystemExit(f"segserve cannot start: {exc}") from exc
             size = info.input_size
-            predictor = load_predictor(model_dir, settings.backend, size, settings.model_threads)
+            predictor = load_predictor(
+                model_dir, settings.backend, size, settings.model_threads, settings.model_spinning
+            )
             # Run before serving, at two batch sizes, so that the first requests pay no tracing (TensorFlow
             # relaxes the batch dimension once) or allocation cost.
             for batch in (1, max(2, settings.max_batch_size)):

@@ -243,7 +243,7 @@ def report(
 
 def ratio_lines(by_key: dict[tuple[str, int], Row], raw: list[RawRow]) -> list[str]:
     """The served system against the raw engines and the naive baseline, with the targets."""
-    engines = [r for r in raw if r.engine.endswith("float32")]
+    engines = [r for r in raw if "float32" in r.engine]
     naive = next((r for r in raw if r.engine.startswith("naive")), None)
     served = by_key.get(("grpc", TARGET_CONCURRENCY))
     single = by_key.get(("grpc", 1))

@@ -68,6 +68,8 @@ def test_bench_reports_raw_naive_and_served_side_by_side(live_server, tmp_path: 
         "onnxruntime float32",
         "tensorflow float32",
         "tensorflow float32",
+        "onnxruntime float32, spinning threads",
+        "onnxruntime float32, spinning threads",
         "naive: Keras model.predict, one image per call",
     ]
     assert "## Against the targets" in text

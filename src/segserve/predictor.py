@@ -71,12 +71,13 @@ def unpack(packed: np.ndarray) -> Prediction:
 class OnnxModel:
     """An ONNX Runtime session with the Keras model's ``predict_on_batch`` (float32 NHWC in, probabilities out)."""
 
-    def __init__(self, path: str | Path, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, threads: int = 0, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -137,7 +138,9 @@ def export_onnx(model: Any, path: str | Path, input_size: int) -> Path:
     return Path(path)
 
 
-def load_predictor(model_dir: str | Path, backend: str, input_size: int, threads: int = 0) -> Predictor:
+def load_predictor(
+    model_dir: str | Path, backend: str, input_size: int, threads: int = 0, spinning: bool = False
+) -> Predictor:
     """Load the model stored in ``model_dir`` for ``backend`` (one of BACKENDS).
 
     A store model saved before ONNX export existed has no ``model.onnx``: it is exported to a file beside the
@@ -163,4 +166,4 @@ def load_predictor(model_dir: str | Path, backend: str, input_size: int, threads
         logger.warning("%s has no %s: exporting it now (re-import the model to keep one)", model_dir, ONNX_FILE)
         model = keras.saving.load_model(model_dir / KERAS_FILE, compile=False)
         onnx_path = export_onnx(model, Path(tempfile.mkdtemp(prefix="segserve-onnx-")) / ONNX_FILE, input_size)
-    return Predictor(OnnxModel(onnx_path, threads), backend=backend)
+    return Predictor(OnnxModel(onnx_path, threads, spinning), backend=backend)

@@ -29,6 +29,9 @@ class Settings:
     grpc_grace_seconds: how long a draining gRPC server lets requests finish (SEGSERVE_GRPC_GRACE_SECONDS, default 5).
     backend: what runs the models, onnxruntime or tensorflow (SEGSERVE_BACKEND, default onnxruntime).
     model_threads: threads of one forward pass (SEGSERVE_MODEL_THREADS, default 0: every core).
+    model_workers: processes of the model service, each with every model (SEGSERVE_MODEL_WORKERS, default 1).
+    model_spinning: ONNX Runtime's threads spin while waiting for work (SEGSERVE_MODEL_SPINNING, default false:
+        they sleep, and leave the cores to decoding and encoding between forward passes).
     max_pixels_in_flight: decoded pixels admitted at once over both transports; a request over the rest waits
         up to admission_wait_seconds, then gets RESOURCE_EXHAUSTED / 429 (SEGSERVE_MAX_PIXELS_IN_FLIGHT,
         default 160 megapixels: four photos at the 40-megapixel limit, about 2.5 GB at the peak).
@@ -56,6 +59,8 @@ class Settings:
     grpc_grace_seconds: float = 5.0
     backend: str = "onnxruntime"
     model_threads: int = 0
+    model_workers: int = 1
+    model_spinning: bool = False
     max_pixels_in_flight: int = 160_000_000
     admission_wait_seconds: float = 2.0
     auth_tokens: str = ""
