@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -37,34 +38,38 @@ class RawRow:
         return float(np.median(self.latencies_ms))
 
 
-def model_flops(model, input_size: int) -> float:
-    """Floating-point operations of one forward pass of a Keras model on one image (2 per multiply-add), from
-    its convolution and dense layers; elementwise work (normalisation, activations, resizing) is left out."""
-    import keras
+def model_flops(onnx_path: str | Path, input_size: int) -> float:
+    """Floating-point operations of one forward pass on one image (2 per multiply-add), from the model's ONNX
+    graph with its shapes inferred at ``input_size``: every Conv, ConvTranspose, MatMul and Gemm. Elementwise
+    work (normalisation, activations, resizing) is left out."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
 
+    model = onnx.load(str(onnx_path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, (1, input_size, input_size, 3), strict=True):
+        dim.ClearField("dim_param")
+        dim.dim_value = value
+    graph = shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
+    shapes.update({v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.output})
+    weights = {t.name: numpy_helper.to_array(t).shape for t in graph.initializer}
     total = 0.0
-
-    def visit(layer) -> None:
-        nonlocal total
-        if isinstance(layer, keras.Model):
-            for inner in layer.layers:
-                visit(inner)
-            return
-        if not hasattr(layer, "kernel") or not hasattr(layer, "output"):
-            return
-        out = layer.output.shape  # (None, H, W, C) or (None, C)
-        positions = float(np.prod([d for d in out[1:-1] if d is not None])) if len(out) > 2 else 1.0
-        kernel = np.prod(layer.kernel.shape)
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            total += 2 * positions * kernel  # kernel is (kh, kw, C, multiplier): one filter per channel
-        elif isinstance(layer, keras.layers.SeparableConv2D):
-            total += 2 * positions * (np.prod(layer.depthwise_kernel.shape) + np.prod(layer.pointwise_kernel.shape))
-        else:
-            total += 2 * positions * kernel
-
-    visit(model)
+    for node in graph.node:
+        if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in weights:
+            kernel = weights[node.input[1]]  # (out, in / groups, kh, kw); ConvTranspose: (in, out / groups, ...)
+            out = shapes.get(node.output[0])
+            if not out or 0 in out:
+                raise ValueError(f"no inferred shape for {node.name}'s output")
+            # per output element, one multiply-add for each weight feeding it: (in / groups) * kh * kw
+            fan_in = float(np.prod(kernel[1:])) if node.op_type == "Conv" else kernel[0] * float(np.prod(kernel[2:]))
+            total += 2 * float(np.prod(out[1:])) * fan_in
+        elif node.op_type in ("MatMul", "Gemm") and node.input[1] in weights:
+            k, n = weights[node.input[1]][-2:]
+            rows = shapes.get(node.output[0], [1])
+            total += 2 * float(np.prod(rows[:-1]) or 1) * k * n
     if not total:
-        raise ValueError(f"no convolution or dense layers found in {model.name} at input {input_size}")
+        raise ValueError(f"no convolution or dense layers found in {onnx_path}")
     return total
 
 
@@ -101,7 +106,7 @@ def raw_rows(
             seconds, latencies, n = _time_calls(run.predict, images, min_seconds, 3)
             rows.append(RawRow(label, batch, n, seconds, latencies))
     model = keras.saving.load_model(model_dir / predictor.KERAS_FILE, compile=False)
-    flops = model_flops(model, size)
+    flops = model_flops(model_dir / predictor.ONNX_FILE, size)
 
     def naive(images: np.ndarray) -> np.ndarray:
         from segserve import imaging

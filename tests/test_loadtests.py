@@ -121,3 +121,13 @@ def test_stepped_locust_run_fails_on_a_threshold_the_server_cannot_meet(live_ser
     assert failed.returncode == 1 and "BREACH: p95" in failed.stderr
     passed = subprocess.run([*cmd, str(reachable)], cwd=ROOT, capture_output=True, text=True)
     assert passed.returncode == 0, passed.stderr
+
+
+def test_flop_count_of_a_small_model(tmp_path: Path) -> None:
+    """3x3 conv 3->4 then 1x1 conv 4->3 at 32x32: 2 * 1024 * (4*3*3*3 + 3*4) = 245,760 FLOPs."""
+    from loadtests.raw import model_flops
+    from segserve.predictor import export_onnx
+    from tests.servers import tiny_model
+
+    path = export_onnx(tiny_model("tiny"), tmp_path / "tiny.onnx", 32)
+    assert model_flops(path, 32) == 2 * 32 * 32 * (4 * 3 * 3 * 3 + 3 * 4)
