@@ -1,6 +1,6 @@
 """segserve's BentoML service: one batching path for HTTP and gRPC.
 
-``Models`` holds both Keras models behind batchable APIs, so BentoML's adaptive batching merges concurrent
+``Models`` runs the models (ONNX Runtime or TensorFlow) behind batchable APIs, so BentoML's adaptive batching merges concurrent
 requests. ``SegServe`` is the entry: the HTTP API (/segment, /evaluate, GET /models) and a grpc.aio server
 started from its startup hook. Both transports call the same Segmenter, whose predictions go through
 ``Models``' batchable APIs.
@@ -55,7 +55,7 @@ async def call_model(call: Callable[[], Awaitable[Any]], attempts: int = MODEL_C
 
 @bentoml.service(name="segserve-models", workers=settings.model_workers, traffic={"timeout": 300})
 class Models:
-    """Both segmentation models, loaded from the BentoML store, behind batchable APIs."""
+    """The served models, loaded from the BentoML store on the configured backend, behind batchable APIs."""
 
     def __init__(self) -> None:
         from segserve.predictor import load_predictor

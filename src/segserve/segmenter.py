@@ -57,10 +57,9 @@ class Segmenter:
         }
         if self.members:
             self.thresholds[ENSEMBLE] = self.thresholds[self._lead_member]
+        info_gauge = self.telemetry.model_info
         for name, info in models.items():
-            self.telemetry.model_info.labels(model=name, version=info["version"], backend=info.get("backend", "")).set(
-                1
-            )
+            info_gauge.labels(model=name, version=info["version"], backend=info.get("backend", "")).set(1)
 
     @property
     def members(self) -> tuple[str, ...]:

@@ -81,7 +81,8 @@ class Settings:
                 f"SEGSERVE_MODELS={self.models!r} names no model or unknown ones ({', '.join(unknown)}); "
                 f"the models are {', '.join(NAMES)}"
             )
-        if self.default_model not in (*self.model_names, "ensemble"):
+        ensemble = ("ensemble",) if len(self.model_names) >= 2 else ()
+        if self.default_model not in (*self.model_names, *ensemble):
             raise ValueError(
                 f"SEGSERVE_DEFAULT_MODEL={self.default_model!r} is not served; SEGSERVE_MODELS is {self.models!r}"
             )
