@@ -1,8 +1,8 @@
 """segserve's BentoML service: one batching path for HTTP and gRPC.
 
-``Models`` runs the models (ONNX Runtime or TensorFlow) behind batchable APIs, so BentoML's adaptive batching merges concurrent
-requests. ``SegServe`` is the entry: the HTTP API (/segment, /evaluate, GET /models) and a grpc.aio server
-started from its startup hook. Both transports call the same Segmenter, whose predictions go through
+``Models`` runs the models (ONNX Runtime or TensorFlow) behind batchable APIs, so BentoML's adaptive batching
+merges concurrent requests. ``SegServe`` is the entry: the HTTP API (/segment, /evaluate, GET /models, /ui) and a
+grpc.aio server started from its startup hook. Both transports call the same Segmenter, whose predictions go through
 ``Models``' batchable APIs.
 
     bentoml serve bento.service:SegServe          # HTTP on 3000, gRPC on SEGSERVE_GRPC_PORT (50051)
