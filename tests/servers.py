@@ -86,6 +86,22 @@ def wait_until_serving(server: LiveServer, timeout: float = 180.0) -> None:
     raise TimeoutError(f"server not serving after {timeout:.0f}s:\n{server.log()[-4000:]}")
 
 
+def private_home(shared: Path, private: Path) -> Path:
+    """A BentoML home of the server's own that links to ``shared``'s contents (models, bentos, pins).
+
+    `bentoml serve` empties ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts: two servers sharing a
+    home would wipe each other's metrics.
+    """
+    private.mkdir(parents=True, exist_ok=True)
+    shared.mkdir(parents=True, exist_ok=True)
+    for entry in ("models", "bentos", "segserve"):
+        (shared / entry).mkdir(exist_ok=True)
+        link = private / entry
+        if not link.exists():
+            link.symlink_to(shared / entry, target_is_directory=True)
+    return private
+
+
 def start_server(
     bentoml_home: Path,
     log_path: Path,
@@ -99,7 +115,7 @@ def start_server(
     first = f"{pythonpath_first}:" if pythonpath_first else ""
     env = {
         **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
+        "BENTOML_HOME": str(private_home(bentoml_home, log_path.parent / f"home-{http_port}")),
         "PYTHONPATH": f"{first}{ROOT / 'src'}:{ROOT}",
         "SEGSERVE_HTTP_PORT": str(http_port),
         "SEGSERVE_GRPC_PORT": str(grpc_port),
