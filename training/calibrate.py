@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from segserve import imaging, metrics, review, store
+from segserve import architectures, imaging, metrics, review, store
 from segserve.errors import SegServeError
 from segserve.predictor import Prediction, pack, unpack
 from segserve.review import ReviewThresholds
@@ -56,7 +56,7 @@ DEFAULT_OUT = Path("docs/results/review_calibration.md")
 CONFIDENCE_THRESHOLDS = tuple(round(0.4 + 0.05 * i, 2) for i in range(12))  # 0.40 .. 0.95
 MAX_FLAGGED_SHARE = 0.5
 QUALITY_FLOORS = {"min_side": 33, "min_brightness": 10.0, "min_sharpness": 1.0}
-DEFAULT_MODEL = "deeplabv3plus"
+DEFAULT_MODEL = architectures.DEFAULT
 ENSEMBLE_OWN = "ensemble_own_limits"
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from segserve import imaging, metrics
+from segserve.architectures import ARCHITECTURES
 from segserve.classes import ASSET, CLASS_NAMES, CORROSION, PALETTE
 from training.data import Pair, load_arrays
 
@@ -30,11 +31,8 @@ MAX_PREDICTION_ROWS = 8
 
 # The original project's published test results: per-image smoothed averages, ResNet50 encoder initialised
 # from ImageNet, on its own 22-image test split.
-PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
-    "deeplabv3plus": {"corrosion": {"iou": 0.5666, "dice": 0.6419}, "asset": {"iou": 0.8573, "dice": 0.9155}},
-    "unet": {"corrosion": {"iou": 0.5254, "dice": 0.5900}, "asset": {"iou": 0.7007, "dice": 0.7993}},
-}
-DISPLAY_NAMES = {"deeplabv3plus": "DeepLabV3+", "unet": "U-Net"}
+PUBLISHED: dict[str, dict[str, dict[str, float]]] = {name: a.published for name, a in ARCHITECTURES.items()}
+DISPLAY_NAMES = {name: a.display_name for name, a in ARCHITECTURES.items()}
 # Line colours for the classes in plots: the palette, darkened a little so lines read on white.
 _LINE_COLORS = {name: tuple(0.8 * PALETTE[i] / 255) for i, name in enumerate(CLASS_NAMES)}
 

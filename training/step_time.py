@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from segserve import architectures
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m training.step_time", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="deeplabv3plus", choices=["deeplabv3plus", "unet"])
+    parser.add_argument("--model", default=architectures.DEFAULT, choices=list(architectures.NAMES))
     parser.add_argument("--sizes", default="128,256", help="comma-separated crop sides, divisible by 16")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per size")

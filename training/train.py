@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segserve import imaging, metrics
+from segserve import architectures, imaging, metrics
 from segserve.classes import CLASS_NAMES
 from segserve.predictor import Predictor
 
@@ -29,7 +29,7 @@ from segserve.predictor import Predictor
 def build_parser(prog: str = "python -m training.train", description: str = __doc__.split("\n")[0]):
     """The training options; training.finetune reuses them with its own defaults."""
     p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--model", required=True, choices=["deeplabv3plus", "unet"])
+    p.add_argument("--model", required=True, choices=list(architectures.NAMES))
     p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>)")
     p.add_argument("--epochs", type=int, default=200, help="epochs in the whole run, resumed parts included")

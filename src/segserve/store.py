@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from segserve.architectures import NAMES
 from segserve.classes import class_table
 from segserve.errors import ModelNotInStore, UnknownModel
 from segserve.predictor import KERAS_FILE, ONNX_FILE, export_onnx
 
-ARCHITECTURES = ("deeplabv3plus", "unet")
+ARCHITECTURES = NAMES
 MODEL_FILE = KERAS_FILE
 DEFAULT_RELEASE_DIR = Path(__file__).resolve().parents[2] / "models"
 PINS_FILE = "served.json"
