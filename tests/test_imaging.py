@@ -183,26 +183,18 @@ def test_resize_mask_is_nearest():
     np.testing.assert_array_equal(out, np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1))
 
 
-@pytest.mark.parametrize(("height", "width"), [(5, 7), (7, 5), (1, 9)])
-def test_postprocess_same_size_is_argmax(height, width):
-    rng = np.random.default_rng(height * 10 + width)
-    expected = rng.integers(0, 3, size=(height, width)).astype(np.uint8)
-    probs = np.full((height, width, 3), 0.1, np.float32)
-    np.put_along_axis(probs, expected[..., None].astype(np.int64), 0.8, axis=-1)
-    out = imaging.postprocess(probs, width=width, height=height)
-    assert out.shape == (height, width)
-    assert out.dtype == np.uint8
-    np.testing.assert_array_equal(out, expected)
+def test_upsample_mask_same_size_is_the_mask():
+    mask = np.random.default_rng(0).integers(0, 3, size=(5, 7)).astype(np.uint8)
+    assert imaging.upsample_mask(mask, width=7, height=5) is mask
 
 
 @pytest.mark.parametrize(("height", "width"), [(6, 8), (3, 8), (10, 16)])
-def test_postprocess_resizes_to_the_input_size(height, width):
-    # 4x4 map: left two columns corrosion, right two background. Scaled to an even width, the left half
-    # stays corrosion and the right half background (bilinear weights 3/4 : 1/4 at the two middle columns).
-    probs = np.full((4, 4, 3), 0.1, np.float32)
-    probs[:, :2, CORROSION] = 0.8
-    probs[:, 2:, BACKGROUND] = 0.8
-    out = imaging.postprocess(probs, width=width, height=height)
+def test_upsample_mask_resizes_ids_to_the_input_size(height, width):
+    # 4x4 ids: left two columns corrosion, right two background; at an even width each half keeps its class,
+    # and no id appears that was not there.
+    mask = np.full((4, 4), BACKGROUND, np.uint8)
+    mask[:, :2] = CORROSION
+    out = imaging.upsample_mask(mask, width=width, height=height)
     assert out.shape == (height, width)
     assert out.dtype == np.uint8
     assert (out[:, : width // 2] == CORROSION).all()

@@ -144,18 +144,6 @@ def preprocess(image: np.ndarray, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
     return normalize(resize_image(image, size))
 
 
-def postprocess(probs: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Class probabilities (h, w, C) float -> class mask (height, width) uint8 at the input's own size.
-
-    The probabilities are resized bilinearly before the argmax, which gives smoother borders than
-    resizing the argmax.
-    """
-    probs = np.asarray(probs, dtype=np.float32)
-    if probs.shape[:2] != (height, width):
-        probs = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.argmax(probs, axis=-1).astype(np.uint8)
-
-
 def upsample_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """Class ids (h, w) uint8 at the model's size -> (height, width) uint8 at the input's own size.
 

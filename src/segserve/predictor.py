@@ -109,12 +109,6 @@ class Predictor:
             probs = (probs + mirrored[:, :, ::-1]) / 2
         return probs
 
-    def probabilities_batched(self, images: np.ndarray, batch_size: int = 4) -> np.ndarray:
-        """``probabilities`` over many images, ``batch_size`` at a time."""
-        return np.concatenate(
-            [self.probabilities(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-        )
-
     def predict(self, images: np.ndarray) -> Prediction:
         """RGB uint8 (N, S, S, 3) -> class ids and confidences."""
         return from_probabilities(self.probabilities(images))
