@@ -64,7 +64,7 @@ format: setup ## Fix lint and formatting with ruff
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 train: setup ## Train both models on DATA (resumable: rerun to continue), then export them to models/
-	for m in $$($(PY) -c 'from segserve.architectures import NAMES; print(*NAMES)'); do $(PY) -m training.train --model $$m --data $(DATA) --resume && $(PY) -m training.export --run runs/$$m --import || exit 1; done
+	for m in $$($(PY) -c 'from segserve.architectures import SHIPPED; print(*SHIPPED)'); do $(PY) -m training.train --model $$m --data $(DATA) --resume && $(PY) -m training.export --run runs/$$m --import || exit 1; done
 
 finetune: setup ## Fine-tune MODEL (deeplabv3plus) from its release on DATA; import it if better on DATA's val
 	$(PY) -m training.finetune --model $(MODEL) --data $(DATA)

@@ -8,7 +8,7 @@ import pytest
 
 from segserve.classes import BACKGROUND, CORROSION, PALETTE
 from segserve.imaging import colorize
-from training.augment import augment, color_jitter, random_flip, random_scale_crop
+from training.augment import AUGMENTATIONS, augment, color_jitter, random_flip, random_scale_crop, random_zoom_crop
 
 
 def blocks(height: int, width: int, block: int = 8, seed: int = 0) -> np.ndarray:
@@ -108,3 +108,40 @@ def test_augment_does_not_modify_its_inputs():
     augment(image, mask, 32, np.random.default_rng(0))
     np.testing.assert_array_equal(image, image_copy)
     np.testing.assert_array_equal(mask, mask_copy)
+
+
+@pytest.mark.parametrize(("height", "width", "crop"), [(256, 256, 128), (100, 80, 32), (64, 64, 64)])
+def test_zoom_crop_shapes_and_sides(height, width, crop):
+    mask = blocks(height, width)
+    for seed in range(20):
+        image, out_mask = random_zoom_crop(colorize(mask), mask, crop, np.random.default_rng(seed))
+        assert image.shape == (crop, crop, 3) and out_mask.shape == (crop, crop)
+        assert set(np.unique(out_mask)) <= {0, 1, 2}
+
+
+def test_zoom_crop_is_a_resized_square_of_the_image():
+    """The mask is the nearest-neighbour resize of a square window; the whole image is one possible window."""
+    mask = blocks(96, 96, block=16)
+    rng = np.random.default_rng(3)
+    sides = []
+    for _ in range(200):
+        seed = int(rng.integers(1 << 30))
+        probe = np.random.default_rng(seed)  # the same draws random_zoom_crop makes
+        side = int(probe.integers(32, 97))
+        top, left = int(probe.integers(0, 96 - side + 1)), int(probe.integers(0, 96 - side + 1))
+        _, out = random_zoom_crop(colorize(mask), mask, 32, np.random.default_rng(seed))
+        window = mask[top : top + side, left : left + side]
+        expected = cv2.resize(window, (32, 32), interpolation=cv2.INTER_NEAREST_EXACT) if side != 32 else window
+        np.testing.assert_array_equal(out, expected)
+        sides.append(side)
+    assert min(sides) < 40 and max(sides) > 90  # sides span the crop to the whole image
+
+
+def test_zoom_recipe_flips_horizontally_only_and_keeps_colours():
+    mask = blocks(64, 64)
+    image = colorize(mask)
+    for seed in range(10):
+        out_image, out_mask = augment(image, mask, 64, np.random.default_rng(seed), "zoom")
+        np.testing.assert_array_equal(out_image, colorize(out_mask))  # no jitter, geometry shared
+        assert out_image.flags["C_CONTIGUOUS"] and out_mask.flags["C_CONTIGUOUS"]
+    assert set(AUGMENTATIONS) == {"zoom", "rescale"}

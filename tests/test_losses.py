@@ -52,3 +52,17 @@ def test_absent_class_stays_finite():
 
 def test_accepts_float_labels():
     assert loss(TRUTH.astype(np.float32), one_hot(TRUTH)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_cross_entropy_alone_by_hand():
+    """ce_loss is the mean pixel cross-entropy: ln 3 for a uniform prediction, -ln 0.9 for 0.9 on the truth."""
+    from keras import ops
+
+    from training.losses import LOSSES, ce_loss
+
+    def ce(y_pred):
+        return float(ops.convert_to_numpy(ce_loss(ops.convert_to_tensor(TRUTH), ops.convert_to_tensor(y_pred))))
+
+    assert ce(np.full((1, 2, 2, 3), 1 / 3, np.float32)) == pytest.approx(math.log(3), rel=1e-5)
+    assert ce(one_hot(TRUTH, on=0.9)) == pytest.approx(-math.log(0.9), rel=1e-5)
+    assert LOSSES == {"ce": ce_loss, "ce_dice": __import__("training.losses").losses.ce_dice_loss}

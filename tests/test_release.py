@@ -15,13 +15,13 @@ import httpx
 import numpy as np
 import pytest
 
-from segserve import imaging, store
+from segserve import architectures, imaging, store
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 from tests.servers import ROOT, start_server, stop_server, wait_until_serving
 
 DATA = ROOT.parent / "shared" / "datasets" / "corrosion-pipes"
-NAMES = list(store.ARCHITECTURES)
+NAMES = list(architectures.SHIPPED)
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"the dataset is not at {DATA}")
 
 

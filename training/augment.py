@@ -1,4 +1,12 @@
-"""Training augmentation on NumPy arrays: random scale crops, flips and colour jitter. Masks follow the geometry."""
+"""Training augmentation on NumPy arrays. Masks follow the geometry.
+
+Two recipes, named in ``AUGMENTATIONS`` and chosen by ``training.train --augment``:
+
+- ``zoom``: a square of random side (from the crop size to the whole image) at a random place, resized to the
+  crop size, and a horizontal flip;
+- ``rescale``: the whole image rescaled by 0.7-1.4, a crop at that scale, horizontal and vertical flips and
+  colour jitter.
+"""
 
 from __future__ import annotations
 
@@ -53,8 +61,47 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float = 
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def augment(image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The full training augmentation of one pair: scale crop, flips, colour jitter."""
+def random_zoom_crop(
+    image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A square of side uniform in [crop, min(H, W)] at a random place, resized to crop x crop.
+
+    image: uint8 (H, W, 3); mask: uint8 (H, W). The model thus sees its input photos' whole field of view at
+    training scale as well as close-ups. Returns uint8 (crop, crop, 3) and (crop, crop).
+    """
+    h, w = mask.shape
+    side = int(rng.integers(min(crop, h, w), min(h, w) + 1))
+    top = int(rng.integers(0, h - side + 1))
+    left = int(rng.integers(0, w - side + 1))
+    image = image[top : top + side, left : left + side]
+    mask = mask[top : top + side, left : left + side]
+    if side != crop:
+        shrink = side > crop
+        image = cv2.resize(image, (crop, crop), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, (crop, crop), interpolation=cv2.INTER_NEAREST_EXACT)
+    return image, mask
+
+
+def zoom(image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The ``zoom`` recipe: a random zoom crop and a horizontal flip with probability 1/2."""
+    image, mask = random_zoom_crop(image, mask, crop, rng)
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+def rescale(image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The ``rescale`` recipe: scale crop, flips, colour jitter."""
     image, mask = random_scale_crop(image, mask, crop, rng)
     image, mask = random_flip(image, mask, rng)
     return color_jitter(np.ascontiguousarray(image), rng), np.ascontiguousarray(mask)
+
+
+AUGMENTATIONS = {"zoom": zoom, "rescale": rescale}
+
+
+def augment(
+    image: np.ndarray, mask: np.ndarray, crop: int, rng: np.random.Generator, recipe: str = "rescale"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one pair by the named recipe (``AUGMENTATIONS``)."""
+    return AUGMENTATIONS[recipe](image, mask, crop, rng)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from segserve import imaging, inference, metrics, store
+from segserve import architectures, imaging, inference, metrics, store
 from segserve.classes import CLASS_NAMES
 from segserve.errors import SegServeError
 from segserve.predictor import Prediction, Predictor, pack, predict_ensemble, unpack
@@ -36,7 +36,7 @@ from training.report import DISPLAY_NAMES, compute_metrics
 
 DEFAULT_OUT = Path("docs/results/inference_options.md")
 ENSEMBLE = "ensemble"
-NAMES = tuple(store.ARCHITECTURES)
+NAMES = architectures.SHIPPED
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Training loss: cross-entropy plus soft Dice, which keeps small classes from being drowned out."""
+"""Training losses: cross-entropy, and cross-entropy plus soft Dice. ``LOSSES`` names them for the CLIs."""
 
 from __future__ import annotations
 
@@ -22,3 +22,12 @@ def ce_dice_loss(y_true, y_pred):
     total = ops.sum(onehot, axis=axes) + ops.sum(y_pred, axis=axes)
     dice = (2.0 * intersection + 1.0) / (total + 1.0)
     return ce + 1.0 - ops.mean(dice)
+
+
+@keras.saving.register_keras_serializable(package="segserve")
+def ce_loss(y_true, y_pred):
+    """Sparse categorical cross-entropy, averaged over pixels. y_true: int ids (N, H, W); y_pred: (N, H, W, C)."""
+    return ops.mean(keras.losses.sparse_categorical_crossentropy(ops.cast(y_true, "int32"), y_pred))
+
+
+LOSSES = {"ce": ce_loss, "ce_dice": ce_dice_loss}

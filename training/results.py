@@ -9,7 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from segserve.store import ARCHITECTURES, DEFAULT_RELEASE_DIR
+from segserve.architectures import SHIPPED as ARCHITECTURES
+from segserve.store import DEFAULT_RELEASE_DIR
 from training.report import DISPLAY_NAMES as LABELS
 from training.report import PUBLISHED
 

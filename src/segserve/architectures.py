@@ -19,7 +19,11 @@ class Architecture:
 
     name: what requests, the store (``corrosion-<name>``), the CLIs and the metrics call it.
     display_name: for reports and tables. description: for ListModels.
-    builder: ``module:function`` building the Keras model (``num_classes``, ``input_shape``, ``encoder_weights``).
+    builder: ``module:function`` building the Keras model (``num_classes``, ``input_shape``, ``encoder``,
+        ``encoder_weights`` and its own keyword arguments).
+    encoder: the encoder it is built on (``segserve.models.encoder.ENCODERS``).
+    builder_kwargs: the builder's arguments that make this architecture (decoder widths, for example).
+    shipped: whether ``models/`` ships a release of it, which the server serves by default.
     published: the original project's published per-image results (ImageNet-pretrained encoder, its own 22-image
         test split), class name -> {"iou", "dice"}: a reference for the reports, not a like-for-like comparison.
     """
@@ -28,13 +32,16 @@ class Architecture:
     display_name: str
     description: str
     builder: str
+    encoder: str = "resnet50"
+    builder_kwargs: dict[str, Any] = field(default_factory=dict)
+    shipped: bool = True
     published: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def build(self, **kwargs: Any):
-        """Build this architecture with the builder's keyword arguments."""
+        """Build this architecture; ``kwargs`` override the builder's arguments (``encoder_weights``...)."""
         module, function = self.builder.split(":")
         build: Callable[..., Any] = getattr(importlib.import_module(module), function)
-        return build(**kwargs)
+        return build(**{"encoder": self.encoder, "name": self.name, **self.builder_kwargs, **kwargs})
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -54,10 +61,28 @@ ARCHITECTURES: dict[str, Architecture] = {
             builder="segserve.models.unet:build_unet",
             published={"corrosion": {"iou": 0.5254, "dice": 0.5900}, "asset": {"iou": 0.7007, "dice": 0.7993}},
         ),
+        Architecture(
+            name="unet-vgg16",
+            display_name="U-Net (VGG16)",
+            description="U-Net (VGG16 encoder, batch-normalised decoder 256/128/64/32, skips at strides 1-8)",
+            builder="segserve.models.unet:build_unet",
+            encoder="vgg16",
+            builder_kwargs={"decoder_filters": (256, 128, 64, 32)},
+            shipped=False,
+        ),
+        Architecture(
+            name="deeplabv3plus-vgg16",
+            display_name="DeepLabV3+ (VGG16)",
+            description="DeepLabV3+ (VGG16 encoder, ASPP on block5_conv3 at output stride 16)",
+            builder="segserve.models.deeplabv3plus:build_deeplabv3plus",
+            encoder="vgg16",
+            shipped=False,
+        ),
     )
 }
 NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
-DEFAULT = NAMES[0]
+SHIPPED: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.values() if a.shipped)
+DEFAULT = SHIPPED[0]
 
 
 def get(name: str) -> Architecture:

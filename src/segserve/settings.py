@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
-from segserve.architectures import DEFAULT, NAMES
+from segserve.architectures import DEFAULT, NAMES, SHIPPED
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Settings:
     grpc_port: int = 50051
     grpc_host: str = "0.0.0.0"
     default_model: str = DEFAULT
-    models: str = ",".join(NAMES)
+    models: str = ",".join(SHIPPED)
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     grpc_max_message_bytes: int = 64 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""DeepLabV3+ with a ResNet50 encoder at output stride 16."""
+"""DeepLabV3+ on a ResNet50 or VGG16 encoder at output stride 16."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ def build_deeplabv3plus(
     decoder_low_level_filters: int = 48,
     decoder_filters: int = 256,
     decoder_dropout: float = 0.1,
+    encoder: str = "resnet50",
+    name: str = "deeplabv3plus",
 ) -> keras.Model:
-    """DeepLabV3+ (Chen et al., 2018): ASPP on the stride-16 ResNet50 features, a decoder fusing the
-    stride-4 features, bilinear upsampling, softmax over ``num_classes``.
+    """DeepLabV3+ (Chen et al., 2018): ASPP on the encoder's stride-16 features (ResNet50's conv4, VGG16's
+    ``block5_conv3``), a decoder fusing its stride-4 features (``block3_conv3`` on VGG16), bilinear
+    upsampling, softmax over ``num_classes``.
 
     Input: float32 (N, H, W, 3) from :func:`segserve.imaging.normalize`, H and W divisible by 16. Keras'
     bilinear UpSampling2D cannot retrace for unknown H and W, so each compiled function (fit, predict) must
@@ -30,7 +33,7 @@ def build_deeplabv3plus(
     Output: float32 (N, H, W, num_classes) class probabilities.
     """
     inputs = keras.Input(shape=input_shape, name="image")
-    features = build_encoder(inputs, encoder_weights)
+    features = build_encoder(inputs, encoder, encoder_weights)
     x = features[16]
 
     # Atrous spatial pyramid pooling: a 1x1 branch, separable atrous branches, image pooling.
@@ -54,4 +57,4 @@ def build_deeplabv3plus(
     x = layers.Conv2D(num_classes, 1, name="head_logits")(x)
     x = layers.UpSampling2D(4, interpolation="bilinear", name="head_up4")(x)
     outputs = layers.Softmax(name="probabilities", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="deeplabv3plus")
+    return keras.Model(inputs, outputs, name=name)
