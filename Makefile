@@ -78,7 +78,7 @@ LOADTEST_THRESHOLDS ?= loadtests/thresholds.json
 loadtest: setup ## Locust, gRPC and HTTP users stepped 1,2,4,8,16, against a running server; fails on a threshold breach
 	mkdir -p loadtests/out
 	LOADTEST_STEPS=$(LOADTEST_STEPS) LOADTEST_STEP_SECONDS=$(LOADTEST_STEP_SECONDS) PYTHONPATH=. $(VENV)/bin/locust \
-		-f loadtests/locustfile.py --headless --only-summary --csv loadtests/out/locust --host http://127.0.0.1:$(SEGSERVE_HTTP_PORT)
+		-f loadtests/locustfile.py --headless --only-summary --csv loadtests/out/locust
 	$(PY) -m loadtests.thresholds --stats loadtests/out/locust_stats.csv --thresholds $(LOADTEST_THRESHOLDS)
 
 BENTOFILE ?= bentofile.yaml
@@ -108,6 +108,10 @@ fuzz: setup ## Fuzz the image and mask decoders (atheris) for FUZZ_SECONDS (600)
 SOAK_MINUTES ?= 30
 soak: setup ## Soak a running server at 70% of its measured capacity for SOAK_MINUTES (30) over both transports; report in runs/soak/
 	$(PY) -m loadtests.soak --minutes $(SOAK_MINUTES) $(SOAK_FLAGS)
+
+.PHONY: docs
+docs: setup ## Build the docs site from docs/ into site/ (mkdocs build --strict: any warning fails)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean: ## Remove build outputs (not .venv, not the model store)
 	rm -rf build dist .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The screenshot of the /ui page in the README, taken in headless Chromium from a running server.
+"""The screenshot of the /ui page in docs/api.md, taken in headless Chromium from a running server.
 
 python docs/make_screenshot.py --url http://127.0.0.1:3000 --image PHOTO [--model ensemble] [--out docs/ui.png]
 """

@@ -39,14 +39,15 @@ MAX_PIXELS = SETTINGS.max_image_pixels
 def check_image(data: bytes) -> None:
     """decode_image either raises SegServeError or gives RGB uint8 (H, W, 3) of the size the header promised."""
     try:
-        width, height = imaging.image_size(data, MAX_BYTES, MAX_PIXELS)
+        header = imaging.read_header(data, MAX_BYTES, MAX_PIXELS)
+        width, height = header.width, header.height
     except SegServeError:
         width = height = None
     try:
         image = imaging.decode_image(data, MAX_BYTES, MAX_PIXELS)
     except SegServeError:
         return
-    assert width is not None, "decode_image accepted what image_size refused"
+    assert width is not None, "decode_image accepted what read_header refused"
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3, (image.dtype, image.shape)
     h, w = image.shape[:2]
     assert 0 < h * w <= MAX_PIXELS, f"decoded {w}x{h} over the pixel limit {MAX_PIXELS}"

@@ -4,101 +4,75 @@ back to back for a while; accepted throughput and p50/p95 latency, the share ref
     python -m loadtests.overload [--grpc TARGET] [--concurrency 1,4,8,16,24] [--seconds 20] [--image PATH]
 
 A refused call (RESOURCE_EXHAUSTED, or UNAVAILABLE with a retry hint) is counted, and its client waits the
-server's retry hint before sending again, as a well-behaved client does; any other error is a failure.
+server's retry hint before sending again, as a well-behaved client does; any other error is a failure. The
+server's address, token and TLS come from its SEGSERVE_* settings; --grpc overrides the address.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import threading
 import time
 from pathlib import Path
 
-import grpc
-import numpy as np
+from loadtests.harness.client import Outcome, SegmentClient
+from loadtests.harness.drive import for_seconds
+from loadtests.harness.images import image_or_synthetic
+from loadtests.harness.stats import fmt, markdown_row, markdown_table, percentile
+from loadtests.harness.target import add_target_arguments, target_from_args
 
-from loadtests.images import synthetic_png
-from segserve.v1 import segmentation_pb2 as pb
-from segserve.v1 import segmentation_pb2_grpc as pb_grpc
-
-REFUSALS = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
+REFUSAL_PAUSE_S = 0.1  # the pause after a refusal that gives no retry hint
 
 
-def run_level(stub, image: bytes, concurrency: int, seconds: float) -> dict[str, float]:
+def run_level(client: SegmentClient, image: bytes, concurrency: int, seconds: float) -> dict[str, float]:
     """Closed-loop clients at one concurrency; what they saw."""
-    accepted: list[float] = []
-    refused: list[float] = []
-    failures: list[str] = []
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
 
-    def client() -> None:
-        while time.monotonic() < stop_at:
-            started = time.perf_counter()
-            try:
-                stub.Segment(pb.SegmentRequest(image=image), timeout=120)
-                with lock:
-                    accepted.append(time.perf_counter() - started)
-            except grpc.RpcError as exc:
-                elapsed = time.perf_counter() - started
-                if exc.code().name not in REFUSALS:
-                    with lock:
-                        failures.append(exc.code().name)
-                    continue
-                with lock:
-                    refused.append(elapsed)
-                hint = dict(exc.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
-                time.sleep(int(hint) / 1000 if hint else 0.1)
+    def call(_: int) -> Outcome:
+        outcome = client.segment("grpc", image)
+        if outcome.refused:
+            time.sleep(outcome.retry_after if outcome.retry_after is not None else REFUSAL_PAUSE_S)
+        return outcome
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    began = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.monotonic() - began
+    outcomes, wall = for_seconds(call, concurrency, seconds)
+    accepted = [1000 * o.seconds for o in outcomes if o.ok]
+    refused = [1000 * o.seconds for o in outcomes if o.refused]
     total = len(accepted) + len(refused)
-    pct = lambda xs, q: 1000 * float(np.percentile(xs, q)) if xs else float("nan")  # noqa: E731
     return {
         "concurrency": concurrency,
         "accepted_per_s": len(accepted) / wall,
-        "p50_ms": pct(accepted, 50),
-        "p95_ms": pct(accepted, 95),
+        "p50_ms": percentile(accepted, 50),
+        "p95_ms": percentile(accepted, 95),
         "refused_share": len(refused) / total if total else 0.0,
-        "refusal_p95_ms": pct(refused, 95),
-        "failures": len(failures),
+        "refusal_p95_ms": percentile(refused, 95),
+        "failures": len(outcomes) - total,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    grpc_default = f"127.0.0.1:{os.environ.get('SEGSERVE_GRPC_PORT', '50051')}"
     parser = argparse.ArgumentParser(prog="python -m loadtests.overload", description=__doc__.split("\n")[0])
-    parser.add_argument("--grpc", default=grpc_default)
+    add_target_arguments(parser, ("grpc",))
     parser.add_argument("--concurrency", default="1,4,8,16,24")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--image", type=Path)
     args = parser.parse_args(argv)
-    image = args.image.read_bytes() if args.image else synthetic_png()
+    image, _ = image_or_synthetic(args.image)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    with grpc.insecure_channel(args.grpc) as channel:
-        stub = pb_grpc.SegmentationServiceStub(channel)
-        stub.Segment(pb.SegmentRequest(image=image), timeout=120)  # warm-up
+    header = ["offered concurrency", "accepted/s", "accepted p50 (ms)", "accepted p95 (ms)", "refused"]
+    header.append("refusal p95 (ms)")
+    with SegmentClient(target_from_args(args), timeout=120) as client:
+        warm_up = client.segment("grpc", image)
+        if not warm_up.ok:
+            print(f"error: Segment at {client.target.grpc_target}: {warm_up.code} {warm_up.detail}", file=sys.stderr)
+            return 1
         print(f"`python -m loadtests.overload {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
-        print(
-            "| offered concurrency | accepted/s | accepted p50 (ms) | accepted p95 (ms) | refused | refusal p95 (ms) |"
-        )
-        print("|---:|---:|---:|---:|---:|---:|")
+        print(markdown_table(header, []), flush=True)
         failed = 0
         for level in levels:
-            r = run_level(stub, image, level, args.seconds)
+            r = run_level(client, image, level, args.seconds)
             failed += r["failures"]
-            print(
-                f"| {level} | {r['accepted_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} "
-                f"| {100 * r['refused_share']:.0f}% | {r['refusal_p95_ms']:.1f} |",
-                flush=True,
-            )
+            cells = [level, fmt(r["accepted_per_s"], 2), fmt(r["p50_ms"], 0), fmt(r["p95_ms"], 0)]
+            cells += [f"{100 * r['refused_share']:.0f}%", fmt(r["refusal_p95_ms"])]
+            print(markdown_row(cells), flush=True)
     if failed:
         print(f"error: {failed} calls failed with something other than a refusal", file=sys.stderr)
     return 1 if failed else 0

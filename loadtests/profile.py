@@ -5,27 +5,26 @@ requests run at each concurrency, and the samples are summed by stage of the hot
 
 PID is the `bentoml serve` process (make serve's); its children are the entry worker (transports, decoding,
 answers) and the model worker (the forward pass). Idle samples (threads waiting on a socket, a lock or the
-event loop) are left out: the shares are of the time a worker spent working.
+event loop) are left out: the shares are of the time a worker spent working. Each client thread has a channel
+of its own. The server's address, token and TLS come from its SEGSERVE_* settings; --grpc overrides the address.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import grpc
-import psutil
-
-from loadtests.images import synthetic_png
-from segserve.v1 import segmentation_pb2 as pb
-from segserve.v1 import segmentation_pb2_grpc as pb_grpc
+from loadtests.harness.client import Outcome, SegmentClient
+from loadtests.harness.drive import for_seconds
+from loadtests.harness.images import image_or_synthetic
+from loadtests.harness.processes import service_workers
+from loadtests.harness.stats import markdown_table
+from loadtests.harness.target import Target, add_target_arguments, target_from_args
 
 # Stage -> substrings of frames ("function (file:line)") that mark it; the first stage that matches a sample
 # (from the innermost frame outwards) takes it.
@@ -46,20 +45,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 IDLE = ("select (selectors", "Condition.wait", "_worker (concurrent", "Thread.run", "wait (threading", "sleep")
 
 
-def workers(pid: int) -> dict[str, int]:
-    """{"entry": pid, "model": pid} of a `bentoml serve` process's service workers."""
-    found = {}
-    for child in psutil.Process(pid).children(recursive=True):
-        cmdline = " ".join(child.cmdline())
-        if "_bentoml_impl.worker.service" not in cmdline:
-            continue
-        found["model" if "segserve-models" in cmdline else "entry"] = child.pid
-    if set(found) != {"entry", "model"}:
-        raise SystemExit(f"process {pid} has no segserve entry and model workers: is it `bentoml serve`?")
-    return found
-
-
 def stage_of(stack: str) -> str | None:
+    """The stage of one sampled stack ("frame;frame;..." outermost first); None for an idle one."""
     frames = stack.split(";")
     if frames and any(k in frames[-1] for k in IDLE):
         return None
@@ -71,6 +58,7 @@ def stage_of(stack: str) -> str | None:
 
 
 def summarise(raw_file: Path) -> collections.Counter:
+    """Working samples per stage in a py-spy raw file (one "stack count" a line)."""
     counts: collections.Counter = collections.Counter()
     for line in raw_file.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -80,74 +68,65 @@ def summarise(raw_file: Path) -> collections.Counter:
     return counts
 
 
-def load(target: str, image: bytes, concurrency: int, seconds: float) -> int:
-    done = 0
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
+def load(target: Target, image: bytes, concurrency: int, seconds: float) -> list[Outcome]:
+    """Closed-loop gRPC Segment calls from ``concurrency`` threads, each with a channel of its own, for ``seconds``."""
+    clients = [SegmentClient(target, timeout=120) for _ in range(concurrency)]
+    try:
+        outcomes, _ = for_seconds(lambda k: clients[k % concurrency].segment("grpc", image), concurrency, seconds)
+    finally:
+        for client in clients:
+            client.close()
+    return outcomes
 
-    def client() -> None:
-        nonlocal done
-        with grpc.insecure_channel(target) as channel:
-            stub = pb_grpc.SegmentationServiceStub(channel)
-            while time.monotonic() < stop_at:
-                stub.Segment(pb.SegmentRequest(image=image), timeout=120)
-                with lock:
-                    done += 1
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return done
+def record(pid: int, out: Path, seconds: float) -> subprocess.Popen:
+    """py-spy recording ``pid`` at 200 Hz for ``seconds``, raw stacks to ``out``."""
+    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    cmd = [py_spy, "record", "-p", str(pid), "-f", "raw", "-r", "200", "-d", str(int(seconds)), "-o", str(out)]
+    return subprocess.Popen([*cmd, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.profile", description=__doc__.split("\n")[0])
     parser.add_argument("--pid", type=int, required=True)
-    parser.add_argument("--grpc", default=f"127.0.0.1:{os.environ.get('SEGSERVE_GRPC_PORT', '50051')}")
+    add_target_arguments(parser, ("grpc",))
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--image", type=Path)
     args = parser.parse_args(argv)
-    image = args.image.read_bytes() if args.image else synthetic_png()
-    pids = workers(args.pid)
-    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    image, _ = image_or_synthetic(args.image)
+    target = target_from_args(args)
+    try:
+        pids = service_workers(args.pid)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"`python -m loadtests.profile {' '.join(argv if argv is not None else sys.argv[1:])}`")
+    failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         for level in (int(c) for c in args.concurrency.split(",")):
             recorders = {}
             for name, pid in pids.items():
                 out = Path(tmp) / f"{name}-{level}.txt"
-                cmd = [
-                    py_spy,
-                    "record",
-                    "-p",
-                    str(pid),
-                    "-f",
-                    "raw",
-                    "-r",
-                    "200",
-                    "-d",
-                    str(int(args.seconds)),
-                    "-o",
-                    str(out),
-                    "--nonblocking",
-                ]
-                recorders[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
+                recorders[name] = (record(pid, out, args.seconds), out)
             time.sleep(1)
-            requests = load(args.grpc, image, level, args.seconds - 2)
+            outcomes = load(target, image, level, args.seconds - 2)
+            answered = sum(o.ok for o in outcomes)
+            failed += len(outcomes) - answered
             for proc, _ in recorders.values():
                 proc.wait(timeout=60)
-            print(f"\n### Concurrency {level}: {requests} Segment requests over gRPC in {args.seconds - 2:.0f} s\n")
-            print("| worker | stage | share of its working samples |\n|---|---|---:|")
+            print(f"\n### Concurrency {level}: {answered} Segment requests over gRPC in {args.seconds - 2:.0f} s\n")
+            cells = []
             for name, (_, out) in recorders.items():
                 counts = summarise(out)
                 total = sum(counts.values()) or 1
-                for stage, n in counts.most_common():
-                    if n / total >= 0.01:
-                        print(f"| {name} | {stage} | {100 * n / total:.0f}% |")
-    return 0
+                cells += [
+                    [name, stage, f"{100 * n / total:.0f}%"] for stage, n in counts.most_common() if n / total >= 0.01
+                ]
+            print(markdown_table(["worker", "stage", "share of its working samples"], cells, align="llr"))
+    if failed:
+        print(f"error: {failed} Segment calls failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

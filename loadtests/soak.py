@@ -12,39 +12,42 @@
    and gRPC ports.
 3. Report, in --out (default runs/soak/<UTC time>/): requests.csv (one row a request), memory.csv (one row a sample
    and process), windows.csv (per --window seconds: requests, errors, p50/p95 per transport, RSS), soak.png (p95
-   and RSS over time) and summary.json, printed too: errors by code, p95 drift (last full window after warm-up
+   per transport; the total RSS on an axis scaled to its range after warm-up; each process's RSS change since
+   warm-up) and summary.json, printed too: errors by code, p95 drift (last full window after warm-up
    against the first one) and memory growth after warm-up, against the goals of issue 8 (0 errors, p95 drift under
    10%, under 50 MB of growth). The exit status is 1 when a goal is missed or the server cannot be reached.
 
-Run it on a quiet machine: other work on the same cores shows up as p95 drift.
+The server's addresses, token and TLS come from its SEGSERVE_* settings (``loadtests.harness.target``); --http
+and --grpc override the addresses. Run it on a quiet machine: other work on the same cores shows up as p95 drift.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-import grpc
-import httpx
 import numpy as np
 import psutil
 
-from segserve.v1 import segmentation_pb2 as pb
-from segserve.v1 import segmentation_pb2_grpc as pb_grpc
+from loadtests.harness.client import TRANSPORTS, SegmentClient
+from loadtests.harness.drive import for_seconds, open_loop
+from loadtests.harness.images import load_images
+from loadtests.harness.processes import MemorySample, MemorySampler, find_server_root, role_of, total_rss
+from loadtests.harness.stats import percentile, write_csv
+from loadtests.harness.target import Target, add_target_arguments, target_from_args
 
-TRANSPORTS = ("grpc", "http")
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 # Goals of issue 8 for a 30-minute soak.
 GOAL_ERRORS = 0
 GOAL_P95_DRIFT = 0.10
@@ -64,180 +67,42 @@ class Result:
     image: str
     latency_ms: float
     service_ms: float
-    code: str  # OK, a gRPC status name or an HTTP status
+    code: str  # OK, a gRPC status name, "HTTP <status>", or the exception's name when no answer came
 
     @property
     def ok(self) -> bool:
         return self.code == "OK"
 
 
-@dataclass
-class MemorySample:
-    t: float
-    pid: int
-    role: str
-    rss_mb: float
+def measure_capacity(
+    client: SegmentClient, images: list[tuple[str, bytes]], concurrency: int, seconds: float, model: str = ""
+) -> float:
+    """Answered Segment requests per second with ``concurrency`` threads, transports alternating."""
 
+    def call(k: int) -> str:
+        name, data = images[k % len(images)]
+        return client.segment(TRANSPORTS[k % 2], data, model, filename=name).code
 
-class Client:
-    """Segment over both transports: one gRPC channel and one httpx.Client, shared by all threads."""
-
-    def __init__(self, http_url: str, grpc_target: str, model: str, timeout: float, connections: int) -> None:
-        self.model = model
-        self.timeout = timeout
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self.http = httpx.Client(base_url=http_url, timeout=timeout, limits=limits)
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-        self.channel = grpc.insecure_channel(grpc_target, options=options)
-        self.stub = pb_grpc.SegmentationServiceStub(self.channel)
-
-    def segment(self, transport: str, name: str, image: bytes) -> str:
-        """One Segment call; returns "OK" or the error's code."""
-        if transport == "grpc":
-            try:
-                self.stub.Segment(pb.SegmentRequest(image=image, model=self.model), timeout=self.timeout)
-            except grpc.RpcError as exc:
-                return exc.code().name
-            return "OK"
-        try:
-            answer = self.http.post("/segment", files={"image": (name, image)}, data={"model": self.model})
-        except httpx.HTTPError as exc:
-            return type(exc).__name__
-        return "OK" if answer.status_code == 200 else f"HTTP {answer.status_code}"
-
-    def close(self) -> None:
-        self.http.close()
-        self.channel.close()
-
-
-def load_images(directory: Path, count: int) -> list[tuple[str, bytes]]:
-    """The first `count` photos of directory (sorted by name), as (name, bytes)."""
-    if not directory.is_dir():
-        raise SoakError(f"no image folder {directory}")
-    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
-    if not paths:
-        raise SoakError(f"no images in {directory}")
-    return [(p.name, p.read_bytes()) for p in paths]
-
-
-def _listening_pids(ports: set[int]) -> set[int]:
-    pids = set()
-    for conn in psutil.net_connections(kind="inet"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in ports and conn.pid:
-            pids.add(conn.pid)
-    return pids
-
-
-def _is_server(proc: psutil.Process) -> bool:
-    try:
-        cmdline = " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return "bentoml" in cmdline or "segserve" in cmdline or "_bentoml_impl" in cmdline
-
-
-def find_server_root(pid: int | None, ports: set[int]) -> psutil.Process:
-    """The serving process tree's root: --pid, or the topmost segserve/bentoml ancestor of a port's listener."""
-    if pid is not None:
-        try:
-            return psutil.Process(pid)
-        except psutil.NoSuchProcess as exc:
-            raise SoakError(f"no process {pid}") from exc
-    listeners = _listening_pids(ports)
-    if not listeners:
-        raise SoakError(f"no process listens on ports {sorted(ports)}; pass --pid of the `bentoml serve` process")
-    root = psutil.Process(min(listeners))
-    while (parent := root.parent()) is not None and _is_server(parent):
-        root = parent
-    return root
-
-
-def role_of(proc: psutil.Process) -> str:
-    """A short name for a serving process: the BentoML service it runs, or its program."""
-    try:
-        args = proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return "?"
-    for flag in ("--service-name", "--runner-name"):
-        if flag in args and args.index(flag) + 1 < len(args):
-            return args[args.index(flag) + 1]
-    joined = " ".join(args)
-    for word in ("bentoml serve", "segserve.cli", "prometheus", "circus"):
-        if word in joined:
-            return word.replace(" ", "-")
-    return proc.name()
-
-
-class MemoryMonitor(threading.Thread):
-    """Samples the RSS of the root process and all its descendants every `period` seconds."""
-
-    def __init__(self, root: psutil.Process, period: float, t0: float) -> None:
-        super().__init__(daemon=True)
-        self.root, self.period, self.t0 = root, period, t0
-        self.samples: list[MemorySample] = []
-        self.stopped = threading.Event()
-
-    def sample(self) -> None:
-        now = time.monotonic() - self.t0
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        for proc in procs:
-            try:
-                rss = proc.memory_info().rss / 2**20
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            self.samples.append(MemorySample(round(now, 2), proc.pid, role_of(proc), round(rss, 1)))
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            self.sample()
-            self.stopped.wait(self.period)
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join()
-        self.sample()
-
-
-def measure_capacity(client: Client, images: list[tuple[str, bytes]], concurrency: int, seconds: float) -> float:
-    """Answered Segment requests per second with `concurrency` threads, transports alternating."""
-    stop = time.monotonic() + seconds
-    counts = Counter()
-    lock = threading.Lock()
-
-    def worker(i: int) -> None:
-        n = i
-        while time.monotonic() < stop:
-            name, data = images[n % len(images)]
-            code = client.segment(TRANSPORTS[n % 2], name, data)
-            with lock:
-                counts[code] += 1
-            n += concurrency
-
-    start = time.monotonic()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(worker, range(concurrency)))
-    elapsed = time.monotonic() - start
+    codes, elapsed = for_seconds(call, concurrency, seconds)
+    counts = Counter(codes)
     errors = sum(v for k, v in counts.items() if k != "OK")
     if errors:
         raise SoakError(f"{errors} requests failed while measuring capacity: {dict(counts)}")
     return counts["OK"] / elapsed
 
 
-def run_soak(client: Client, images: list[tuple[str, bytes]], rate: float, seconds: float, t0: float) -> list[Result]:
+def run_soak(
+    client: SegmentClient, images: list[tuple[str, bytes]], rate: float, seconds: float, t0: float, model: str = ""
+) -> list[Result]:
     """Open loop: request k is due at t0 + k / rate; its latency counts from then, however late it leaves."""
-    results: list[Result] = []
-    lock = threading.Lock()
 
-    def one(k: int, due: float) -> None:
+    def one(k: int, due: float) -> Result:
         transport = TRANSPORTS[k % 2]
         name, data = images[(k // 2) % len(images)]
         sent = time.monotonic()
-        code = client.segment(transport, name, data)
+        code = client.segment(transport, data, model, filename=name).code
         done = time.monotonic()
-        result = Result(
+        return Result(
             start=round(due - t0, 4),
             transport=transport,
             image=name,
@@ -245,27 +110,18 @@ def run_soak(client: Client, images: list[tuple[str, bytes]], rate: float, secon
             service_ms=round((done - sent) * 1000, 2),
             code=code,
         )
-        with lock:
-            results.append(result)
 
-    total = int(seconds * rate)
     workers = max(8, int(rate * client.timeout) + 1)  # enough that a slow answer never delays the next send
-    with ThreadPoolExecutor(min(workers, 256)) as pool:
-        for k in range(total):
-            due = t0 + k / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(one, k, due)
-    return sorted(results, key=lambda r: r.start)
+    return sorted(open_loop(one, rate, seconds, t0, min(workers, 256)), key=lambda r: r.start)
 
 
 def _p(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 1) if values else None
+    value = percentile(values, q)
+    return round(value, 1) if value is not None else None
 
 
 def windows(results: list[Result], memory: list[MemorySample], width: float, seconds: float, warmup: float):
-    """Rows per window of `width` seconds: requests, errors, p50/p95 overall and per transport, mean total RSS."""
+    """Rows per window of ``width`` seconds: requests, errors, p50/p95 overall and per transport, mean total RSS."""
     rows = []
     for i in range(int(np.ceil(seconds / width))):
         lo, hi = i * width, min((i + 1) * width, seconds)
@@ -283,40 +139,43 @@ def windows(results: list[Result], memory: list[MemorySample], width: float, sec
         }
         for transport in TRANSPORTS:
             row[f"{transport}_p95_ms"] = _p([r.latency_ms for r in inside if r.ok and r.transport == transport], 95)
-        totals = _total_rss(memory, lo, hi)
+        totals = total_rss(memory, lo, hi)
         row["rss_total_mb"] = round(float(np.mean(list(totals.values()))), 1) if totals else None
         rows.append(row)
     return rows
 
 
-def _total_rss(memory: list[MemorySample], lo: float, hi: float) -> dict[float, float]:
-    """Sum of RSS over the serving processes, per sample time in [lo, hi]."""
-    totals: dict[float, float] = {}
-    for s in memory:
-        if lo <= s.t <= hi:
-            totals[s.t] = totals.get(s.t, 0.0) + s.rss_mb
-    return totals
+def drift_windows(rows: list[dict]) -> tuple[dict | None, dict | None]:
+    """The first and the last full window after warm-up with a p95: the two that p95 drift compares."""
+    soak_rows = [r for r in rows if r["phase"] == "soak" and r["full"] and r["p95_ms"] is not None]
+    return (soak_rows[0], soak_rows[-1]) if soak_rows else (None, None)
+
+
+def memory_growth(memory: list[MemorySample], warmup: float) -> float | None:
+    """The total RSS of the serving processes at the last sample less that at the first sample after warm-up
+    (MB); None without samples after warm-up."""
+    after = total_rss(memory, warmup)
+    if not after:
+        return None
+    times = sorted(after)
+    return round(after[times[-1]] - after[times[0]], 1)
 
 
 def summarize(args, rate, capacity, results, memory, rows, seconds, warmup) -> dict:
+    """summary.json: the run's settings, the counts, p95 drift and memory growth, and the goals met."""
     codes = Counter(r.code for r in results if not r.ok)
-    soak_rows = [r for r in rows if r["phase"] == "soak" and r["full"] and r["p95_ms"] is not None]
-    first, last = (soak_rows[0], soak_rows[-1]) if soak_rows else (None, None)
+    first, last = drift_windows(rows)
     drift = (last["p95_ms"] - first["p95_ms"]) / first["p95_ms"] if first and first["p95_ms"] else None
-    after = _total_rss(memory, warmup, seconds + 3600)
-    growth = None
+    growth = memory_growth(memory, warmup)
     per_process = {}
-    if after:
-        times = sorted(after)
-        growth = round(after[times[-1]] - after[times[0]], 1)
-        for pid in sorted({s.pid for s in memory}):
-            mine = [s for s in memory if s.pid == pid and s.t >= warmup]
-            if mine:
-                per_process[f"{pid} {mine[0].role}"] = {
-                    "rss_mb_after_warmup": mine[0].rss_mb,
-                    "rss_mb_end": mine[-1].rss_mb,
-                    "growth_mb": round(mine[-1].rss_mb - mine[0].rss_mb, 1),
-                }
+    for pid in sorted({s.pid for s in memory}):
+        mine = [s for s in memory if s.pid == pid and s.t >= warmup]
+        if mine:
+            per_process[f"{pid} {mine[0].role}"] = {
+                "rss_mb_after_warmup": mine[0].rss_mb,
+                "rss_mb_end": mine[-1].rss_mb,
+                "growth_mb": round(mine[-1].rss_mb - mine[0].rss_mb, 1),
+            }
     ok = [r.latency_ms for r in results if r.ok]
     summary = {
         "command": " ".join([os.path.basename(sys.executable), "-m", "loadtests.soak", *sys.argv[1:]]),
@@ -346,46 +205,84 @@ def summarize(args, rate, capacity, results, memory, rows, seconds, warmup) -> d
     return summary
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        path.write_text("")
-        return
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+# How each p95 line is drawn: distinct colours, line styles and markers (HTTP's hollow), so that lines lying on
+# top of each other all stay visible; the overall p95 (the one drift is measured on) as a wide pale band beneath.
+P95_LINES = (
+    ("p95_ms", {"label": "both transports", "color": "0.6", "lw": 5, "alpha": 0.45, "solid_capstyle": "round"}),
+    ("grpc_p95_ms", {"label": "gRPC", "color": "C0", "ls": "-", "lw": 1.3, "marker": "o", "ms": 4}),
+    ("http_p95_ms", {"label": "HTTP", "color": "C3", "ls": "--", "lw": 1.3, "marker": "s", "ms": 6, "mfc": "none"}),
+)
+
+PROCESS_STYLES = ("-", "--", ":", "-.")
+
+
+def draw(rows: list[dict], memory: list[MemorySample], warmup: float) -> Figure:
+    """The soak figure: p95 per window by transport (and overall, with the two windows drift compares); the serving
+    processes' total RSS on an axis scaled to its range after warm-up, with the growth the summary reports; and
+    each process's RSS change since the end of warm-up. Close it with ``matplotlib.pyplot.close``."""
+    import matplotlib.pyplot as plt
+
+    fig, (latency, total, change) = plt.subplots(3, 1, figsize=(7.5, 8.5), sharex=True, height_ratios=(1.3, 1, 1))
+    mids = [(r["start_s"] + r["end_s"]) / 120 for r in rows]
+    for key, style in P95_LINES:
+        latency.plot(mids, [r[key] if r[key] is not None else np.nan for r in rows], **style)
+    first, last = drift_windows(rows)
+    if first and last:
+        drift = (last["p95_ms"] - first["p95_ms"]) / first["p95_ms"] if first["p95_ms"] else 0.0
+        marks = [(r["start_s"] + r["end_s"]) / 120 for r in (first, last)]
+        drift_style = {"ls": "none", "marker": "D", "ms": 8, "mfc": "none", "mec": "k"}
+        latency.plot(marks, [first["p95_ms"], last["p95_ms"]], label=f"drift windows ({drift:+.1%})", **drift_style)
+    latency.set_ylabel("p95 latency (ms)")
+    latency.legend(fontsize=7, ncols=2)
+
+    totals = total_rss(memory)
+    times = sorted(totals)
+    total.plot([t / 60 for t in times], [totals[t] for t in times], color="C2", lw=1.5, label="total RSS")
+    after = [totals[t] for t in times if t >= warmup]
+    if after:
+        low, high = min(after), max(after)
+        pad = max(0.15 * (high - low), 1.0)
+        total.set_ylim(low - pad, high + pad)
+        growth = memory_growth(memory, warmup)
+        label = f"growth after warm-up: {growth:+.1f} MB"
+        total.text(0.99, 0.05, label, transform=total.transAxes, ha="right", fontsize=8)
+    total.set_ylabel("total RSS (MB)\n(scaled after warm-up)")
+
+    for i, pid in enumerate(sorted({s.pid for s in memory})):
+        mine = [s for s in memory if s.pid == pid and s.t >= warmup]
+        if mine:  # the growth in the label too: flat processes' lines lie on each other at 0
+            base, style = mine[0].rss_mb, PROCESS_STYLES[i % len(PROCESS_STYLES)]
+            label = f"{mine[0].role} ({pid}): {mine[-1].rss_mb - base:+.1f} MB"
+            change.plot([s.t / 60 for s in mine], [s.rss_mb - base for s in mine], ls=style, label=label)
+    change.axhline(0, color="0.5", lw=0.8)
+    change.set_ylabel("RSS change since\nwarm-up (MB)")
+    change.set_xlabel("minutes")
+    if change.get_legend_handles_labels()[0]:
+        change.legend(fontsize=7)
+
+    for ax in (latency, total, change):
+        ax.axvspan(0, warmup / 60, color="0.5", alpha=0.12, lw=0)
+        ax.grid(alpha=0.3)
+    latency.set_title("soak: p95 per window, and the serving processes' memory (shaded: warm-up)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def plot(path: Path, rows: list[dict], memory: list[MemorySample], warmup: float) -> None:
+    """Draw the soak figure (``draw``) into the PNG ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-    mids = [(r["start_s"] + r["end_s"]) / 120 for r in rows]
-    for key, label in (("p95_ms", "both"), ("grpc_p95_ms", "gRPC"), ("http_p95_ms", "HTTP")):
-        ax1.plot(mids, [r[key] if r[key] is not None else np.nan for r in rows], marker="o", ms=3, label=label)
-    ax1.set_ylabel("p95 latency (ms)")
-    ax1.legend(fontsize=8)
-    for pid in sorted({s.pid for s in memory}):
-        mine = [s for s in memory if s.pid == pid]
-        ax2.plot([s.t / 60 for s in mine], [s.rss_mb for s in mine], label=f"{mine[0].role} ({pid})")
-    ax2.set_ylabel("RSS (MB)")
-    ax2.set_xlabel("minutes")
-    ax2.legend(fontsize=7)
-    for ax in (ax1, ax2):
-        ax.axvline(warmup / 60, color="grey", ls=":", lw=1)
-        ax.grid(alpha=0.3)
-    ax1.set_title("soak: p95 per window and RSS per serving process (dotted: end of warm-up)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig = draw(rows, memory, warmup)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    http_port = os.environ.get("SEGSERVE_HTTP_PORT", "3000")
-    grpc_port = os.environ.get("SEGSERVE_GRPC_PORT", "50051")
     parser = argparse.ArgumentParser(prog="python -m loadtests.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="soak length, warm-up included (30)")
     parser.add_argument("--rate", type=float, help="requests per second; default: --load x the measured capacity")
@@ -394,8 +291,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--capacity-concurrency", type=int, default=8, help="threads of the capacity run (8)")
     parser.add_argument("--warmup-minutes", type=float, default=3.0, help="left out of drift and growth (3)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds per p95 window (60)")
-    parser.add_argument("--http", default=f"http://127.0.0.1:{http_port}", help="HTTP base URL")
-    parser.add_argument("--grpc", default=f"127.0.0.1:{grpc_port}", help="gRPC target")
+    add_target_arguments(parser)
     parser.add_argument("--pid", type=int, help="the serving parent process (default: found by the ports)")
     parser.add_argument("--images", type=Path, default=Path("../shared/datasets/corrosion-pipes/original"))
     parser.add_argument("--count", type=int, default=4, help="how many photos of --images to cycle through (4)")
@@ -409,20 +305,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def ports_of(target: Target) -> set[int]:
+    """The HTTP and gRPC ports of the target."""
+    return {urlsplit(target.http_url).port or 0, int(target.grpc_target.rsplit(":", 1)[1])}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = args.out or Path("runs/soak") / args.started.replace(":", "")
     try:
         images = load_images(args.images, args.count)
-        ports = {int(args.http.rsplit(":", 1)[1].split("/")[0]), int(args.grpc.rsplit(":", 1)[1])}
-        root = find_server_root(args.pid, ports)
-        client = Client(args.http, args.grpc, args.model, args.timeout, connections=64)
+        target = target_from_args(args)
+        root = find_server_root(args.pid, ports_of(target))
+        client = SegmentClient(target, args.timeout, connections=64)
         for transport in TRANSPORTS:  # reachable and answering, before anything is measured
-            code = client.segment(transport, *images[0])
+            name, data = images[0]
+            code = client.segment(transport, data, args.model, filename=name).code
             if code != "OK":
                 raise SoakError(f"the server does not answer Segment over {transport}: {code}")
-    except (SoakError, OSError, ValueError, psutil.Error) as exc:
+    except (SoakError, LookupError, OSError, ValueError, psutil.Error) as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
     print(f"serving processes: {root.pid} ({role_of(root)}) and {len(root.children(recursive=True))} children")
@@ -430,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate is None:
         print(f"measuring capacity: {args.capacity_concurrency} threads for {args.capacity_seconds:.0f} s ...")
         try:
-            capacity = measure_capacity(client, images, args.capacity_concurrency, args.capacity_seconds)
+            capacity = measure_capacity(client, images, args.capacity_concurrency, args.capacity_seconds, args.model)
         except SoakError as exc:
             print(f"soak: {exc}", file=sys.stderr)
             return 1
@@ -442,20 +344,20 @@ def main(argv: list[str] | None = None) -> int:
     seconds, warmup = args.minutes * 60, args.warmup_minutes * 60
     print(f"soak: {args.minutes:g} min at {rate:.2f} requests/s over gRPC and HTTP, {len(images)} photos -> {out}")
     t0 = time.monotonic()
-    monitor = MemoryMonitor(root, args.sample_seconds, t0)
-    monitor.start()
+    sampler = MemorySampler(root, args.sample_seconds, t0)
+    sampler.start()
     try:
-        results = run_soak(client, images, rate, seconds, t0)
+        results = run_soak(client, images, rate, seconds, t0, args.model)
     finally:
-        monitor.stop()
+        sampler.stop()
         client.close()
     seconds = max(seconds, max((r.start for r in results), default=0.0))
-    rows = windows(results, monitor.samples, args.window, seconds, warmup)
-    summary = summarize(args, rate, capacity, results, monitor.samples, rows, seconds, warmup)
+    rows = windows(results, sampler.samples, args.window, seconds, warmup)
+    summary = summarize(args, rate, capacity, results, sampler.samples, rows, seconds, warmup)
     write_csv(out / "requests.csv", [asdict(r) for r in results])
-    write_csv(out / "memory.csv", [asdict(s) for s in monitor.samples])
+    write_csv(out / "memory.csv", [asdict(s) for s in sampler.samples])
     write_csv(out / "windows.csv", rows)
-    plot(out / "soak.png", rows, monitor.samples, warmup)
+    plot(out / "soak.png", rows, sampler.samples, warmup)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     print(f"written: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")

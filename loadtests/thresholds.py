@@ -11,18 +11,18 @@ replica measures (``make bench``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
+
+from loadtests.harness.stats import read_csv
 
 KNOWN = ("min_requests_per_second", "max_p95_ms", "max_error_ratio")
 
 
 def measured(stats_csv: Path) -> dict[str, float]:
     """Throughput, p95 and error ratio of the Aggregated row of a Locust ``*_stats.csv``."""
-    with stats_csv.open(newline="") as f:
-        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    rows = {row["Name"]: row for row in read_csv(stats_csv)}
     if "Aggregated" not in rows:
         raise ValueError(f"{stats_csv} has no Aggregated row: is it a Locust --csv stats file?")
     row = rows["Aggregated"]

@@ -41,7 +41,7 @@ def test_bento_holds_service_proto_wheel_and_requirements(built):
     assert (bento / "src" / "proto" / "segserve" / "v1" / "segmentation.proto").exists()
     assert [w.name for w in (bento / "env" / "python" / "wheels").iterdir()] == ["segserve-0.1.0-py3-none-any.whl"]
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
-    assert "onnxruntime" in requirements and "grpcio-health-checking" in requirements
+    assert "openvino" in requirements and "onnxruntime" in requirements and "grpcio-health-checking" in requirements
     assert "tensorflow" not in requirements and "keras" not in requirements  # the lean bento
 
 
@@ -77,7 +77,8 @@ def test_exported_bento_carries_both_models(built, tmp_path):
 
 
 def test_built_bento_serves_grpc_without_tensorflow(built, tmp_path):
-    """The lean bento serves with TensorFlow and Keras made unimportable (a sitecustomize that blocks them)."""
+    """The lean bento serves on OpenVINO with TensorFlow and Keras made unimportable (a sitecustomize that blocks
+    them)."""
     home, bento = built
     blocker = tmp_path / "no_tensorflow"
     blocker.mkdir()
@@ -93,7 +94,7 @@ def test_built_bento_serves_grpc_without_tensorflow(built, tmp_path):
             image = cv2.imencode(".png", np.full((30, 40, 3), 120, np.uint8))[1].tobytes()
             answer = stub.Segment(pb.SegmentRequest(image=image, model="ensemble"))
         assert sorted(m.name for m in models) == ["deeplabv3plus", "ensemble", "unet"]
-        assert {m.backend for m in models} == {"onnxruntime"}
+        assert {m.backend for m in models} == {"openvino"}
         assert (answer.width, answer.height) == (40, 30)
         assert "No module named" not in server.log() and "tensorflow" not in server.log().lower()
     finally:

@@ -107,7 +107,7 @@ def test_calibration_writes_thresholds_that_behave(make_dataset, tiny_models, mo
         meta = {"architecture": name, "input_size": INPUT_SIZE, "val_metrics": {"mean_iou": 0.5}, "kept": [1, 2]}
         (release / f"{name}.json").write_text(json.dumps(meta))
     metas = {name: {"input_size": INPUT_SIZE} for name in NAMES}
-    monkeypatch.setattr(calibrate, "load_models", lambda release_dir: (tiny_models, metas))
+    monkeypatch.setattr(calibrate, "load_releases", lambda release_dir, names: (tiny_models, metas))
     report = tmp_path / "docs" / "review_calibration.md"
     argv = ["--data", str(data.root), "--split", "val", "--release-dir", str(release), "--write", "--out", str(report)]
     calibrate.calibrate(calibrate.parse_args(argv), argv)

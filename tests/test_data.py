@@ -1,4 +1,5 @@
-"""training.data: pairing photos with masks by number, splits, decoding and resizing with segserve.imaging."""
+"""training.data: pairing photos with masks by number, splits, decoding and resizing with segserve.imaging, and
+the loaders built on them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,18 @@ import numpy as np
 import pytest
 
 from segserve.classes import ASSET, BACKGROUND, CORROSION
-from training.data import DatasetError, Pair, find_pairs, load_arrays, split_pairs
+from training.data import (
+    DatasetError,
+    Pair,
+    find_pairs,
+    load_arrays,
+    load_samples,
+    load_split,
+    pairs_by_id,
+    read_pair,
+    split_of,
+    split_pairs,
+)
 
 # --- pairing ----------------------------------------------------------------------------------------------
 
@@ -242,3 +254,60 @@ def test_only_train_txt_falls_back_to_seeded_split(tmp_path):
     (tmp_path / "train.txt").write_text("001\n")
     splits = split_pairs(fake_pairs(10), tmp_path, seed=0)
     assert [len(splits[k]) for k in ("train", "val", "test")] == [8, 1, 1]
+
+
+def test_split_of_picks_a_named_split(make_dataset):
+    data = make_dataset(n=5, size=(4, 4), splits={"train": ["004", "001", "005"], "val": ["003", "002"]})
+    assert [p.id for p in split_of(data.root, "val")] == ["003", "002"]
+    assert [p.id for p in split_of(data.root, "train", limit=2)] == ["004", "001"]
+    with pytest.raises(DatasetError, match="has no test split; it has train, val"):
+        split_of(data.root, "test")
+
+
+def test_pairs_by_id_keep_the_order_and_name_the_missing(make_dataset):
+    data = make_dataset(n=3, size=(4, 4))
+    assert [p.id for p in pairs_by_id(data.root, ["003", "001"])] == ["003", "001"]
+    with pytest.raises(DatasetError, match="val ids of the run missing from .*: 007, 009"):
+        pairs_by_id(data.root, ["001", "007", "009"], "val ids of the run")
+
+
+# --- the loaders ---------------------------------------------------------------------------------------------
+
+
+def test_read_pair_keeps_the_own_size(make_dataset):
+    data = make_dataset(n=1, size=(12, 16))
+    image, mask = read_pair(find_pairs(data.root)[0])
+    np.testing.assert_array_equal(image, data.images["001"])
+    np.testing.assert_array_equal(mask, data.masks["001"])
+
+
+def test_read_pair_names_the_file_at_fault(make_dataset, write_rgb, make_mask):
+    data = make_dataset(n=1, size=(12, 16))
+    pair = find_pairs(data.root)[0]
+    write_rgb(pair.mask, make_mask(12, 10))
+    with pytest.raises(DatasetError, match="is 16x12 but .*GT_001.png is 10x12"):
+        read_pair(pair)
+    pair.image.write_bytes(b"junk")
+    with pytest.raises(DatasetError, match="ORI_001.png: "):
+        read_pair(pair)
+
+
+def test_load_split_is_the_split_at_the_model_size(make_dataset):
+    """As loadtests and benchmarks call it: ``load_split(folder, split)`` and ``load_split(folder, split, limit)``."""
+    data = make_dataset(n=4, size=(8, 8), splits={"train": ["001", "002", "003"], "val": ["004"]})
+    images, masks = load_split(data.root, "val")
+    assert images.shape == (1, 256, 256, 3) and masks.shape == (1, 256, 256)
+    images, masks = load_split(data.root, "train", 2, size=8)
+    np.testing.assert_array_equal(images, np.stack([data.images["001"], data.images["002"]]))
+    np.testing.assert_array_equal(masks, np.stack([data.masks["001"], data.masks["002"]]))
+
+
+def test_load_samples_keep_the_photo_and_add_the_model_input(make_dataset):
+    data = make_dataset(n=3, size=(12, 16), splits={"train": ["001"], "val": ["003", "002"]})
+    samples = load_samples(data.root, "val", 8)
+    assert [s.id for s in samples] == ["003", "002"]
+    for sample in samples:
+        np.testing.assert_array_equal(sample.image, data.images[sample.id])
+        np.testing.assert_array_equal(sample.truth, data.masks[sample.id])
+        assert sample.model_input.shape == (8, 8, 3)
+    assert [s.id for s in load_samples(data.root, "val", 8, limit=1)] == ["003"]

@@ -1,5 +1,7 @@
-"""Retraining on the users' own photos: precision choice, start models, encoder weights from a file, a fine-tune
-that continues from the shipped release, and one that becomes a served store version that rollback undoes."""
+"""Retraining on the users' own photos: the fine-tune's options and comparison, encoder weights from a file, and a
+fine-tune that continues from the shipped release, becomes a served store version and is undone by rollback.
+
+The precision choice is tested in test_compute.py, the start models in test_sources.py."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import pytest
 
 from segserve import imaging, store
 from segserve.classes import CLASS_NAMES
-from segserve.errors import SegServeError
 from tests.servers import ROOT, start_server, stop_server, wait_until_serving
 
 
@@ -30,41 +31,34 @@ def photos(make_dataset):
 # ------------------------------------------------------------------------------------------------ fast
 
 
-def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it(tmp_path, monkeypatch):
-    from training import finetune
-
-    with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
-    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
-    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f\n")
-    assert finetune.cpu_has_bf16(with_bf16) and not finetune.cpu_has_bf16(without)
-    assert not finetune.cpu_has_bf16(tmp_path / "missing")
-    monkeypatch.setattr(finetune, "cpu_has_bf16", lambda: False)
-    assert finetune.resolve_precision("auto") == "float32"
-    monkeypatch.setattr(finetune, "cpu_has_bf16", lambda: True)
-    assert finetune.resolve_precision("auto") == "mixed_bfloat16"
-    assert finetune.resolve_precision("float32") == "float32"
-
-
-def test_finetune_defaults_and_unknown_start_models(tmp_path):
+def test_finetune_defaults(tmp_path):
     from training import finetune
 
     args = finetune.parse_args(["--model", "unet", "--data", str(tmp_path)])
-    assert (args.init_from, args.epochs, args.lr, args.precision, args.do_import) == (
+    assert (args.init_from, args.epochs, args.lr, args.warmup_epochs, args.precision, args.do_import) == (
         "release",
         10,
         1e-4,
+        1,
         "auto",
         "auto",
     )
+    assert args.input_size == 0  # the start model's
     with pytest.raises(SystemExit):  # every weight comes from the start model
         finetune.parse_args(["--model", "unet", "--data", ".", "--encoder-weights", "imagenet"])
-    with pytest.raises(SegServeError, match="neither an existing release folder nor a store model"):
-        finetune.load_start("unet", str(tmp_path / "nowhere"))
-    with pytest.raises(SegServeError, match="not a version of corrosion-unet"):
-        finetune.load_start("unet", "corrosion-deeplabv3plus:abc")
-    (tmp_path / "other.json").write_text("{}")
-    with pytest.raises(SegServeError, match="unet.json"):
-        finetune.load_start("unet", str(tmp_path / "other.json"))
+
+
+def test_the_comparison_reads_as_percentages_and_changes():
+    from training import finetune
+
+    before = {"mean_iou": 0.5, "per_class": [{"name": "corrosion", "iou": 0.25}], "ratio_mae": 0.1}
+    after = {"mean_iou": 0.5525, "per_class": [{"name": "corrosion", "iou": 0.3}], "ratio_mae": 0.08}
+    rows = {label: (a, b, c) for label, a, b, c in finetune.comparison_rows(before, after)}
+    assert rows["mean IoU (%)"] == ("50.00", "55.25", "+5.25")
+    assert rows["IoU corrosion (%)"] == ("25.00", "30.00", "+5.00")
+    assert rows["IoU asset (%)"] == ("n/a", "n/a", "")
+    assert rows["ratio MAE (points, lower is better)"] == ("10.00", "8.00", "-2.00")
+    assert "| mean IoU (%) | 50.00 | 55.25 | +5.25 |" in finetune.comparison_markdown(before, after)
 
 
 def test_encoder_weights_path_loads_a_resnet50_notop_file(tmp_path, tf_few_threads):
@@ -132,13 +126,13 @@ def test_a_finetune_continues_from_the_release_is_served_and_rolled_back(
 
     from segserve import cli
     from segserve.models import build_model
-    from training import finetune, train
+    from training import finetune, loop
     from training.losses import ce_dice_loss
 
     class OneBatch(keras.utils.PyDataset):
         """The first two training photos as they are: no random augmentation, so the test can rebuild the batch."""
 
-        def __init__(self, images, masks, batch_size, crop, seed):
+        def __init__(self, images, masks, batch_size, crop, seed, recipe="rescale"):
             super().__init__()
             self.x, self.y = imaging.normalize(images[:batch_size]), masks[:batch_size].astype(np.int32)
 
@@ -149,7 +143,7 @@ def test_a_finetune_continues_from_the_release_is_served_and_rolled_back(
             return self.x, self.y
 
     batches = []
-    monkeypatch.setattr(train, "make_batches", lambda *a: batches.append(OneBatch(*a)) or batches[-1])
+    monkeypatch.setattr(loop, "make_batches", lambda *a: batches.append(OneBatch(*a)) or batches[-1])
     home = tmp_path / "home"
     shutil.copytree(tiny_store, home)
     out = tmp_path / "run"

@@ -1,7 +1,7 @@
 """A short run of the atheris fuzz target for the decode path (fuzz/fuzz_decode.py); `make fuzz` runs it longer.
 
 The target raises (and libFuzzer exits non-zero, writing the input out) on any exception other than
-SegServeError from decode_image / decode_mask / image_size, or on a decoded result of the wrong shape, size or ids.
+SegServeError from decode_image / decode_mask / read_header, or on a decoded result of the wrong shape, size or ids.
 """
 
 from __future__ import annotations

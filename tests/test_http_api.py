@@ -1,5 +1,5 @@
-"""The HTTP transport in-process (a Starlette app over the shared Edge, no BentoML): statuses, tokens, retry
-hints, the metrics of every call, and failures inside the server."""
+"""The HTTP transport in-process (the service's routes from segserve.http_api.build_app over an Edge, no
+BentoML): statuses, forms, tokens, retry hints, the metrics of every call, and failures inside the server."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from segserve.auth import TokenAuth
 from segserve.edge import Edge
-from segserve.http_api import MetricsGuard, respond
+from segserve.http_api import MetricsGuard, build_app
 from segserve.predictor import from_probabilities, pack
-from segserve.segmenter import Segmenter
 from segserve.settings import Settings
 
 MODELS = {name: {"version": "v1", "input_size": 32, "metadata": {}} for name in ("deeplabv3plus", "unet")}
@@ -32,27 +30,24 @@ async def corrosion_everywhere(name: str, batch: np.ndarray) -> np.ndarray:
     return pack(from_probabilities(probs))
 
 
-def app_for(edge: Edge) -> Starlette:
-    """/segment and /metrics as the service wires them, over ``edge``."""
+def edge_for(predict, models=MODELS, settings: Settings | None = None, auth: TokenAuth | None = None) -> Edge:
+    edge = Edge(settings or Settings(), predict, auth)
+    edge.serve(models)
+    return edge
 
-    async def segment(request: Request):
-        form = await request.form()
-        data = await form["image"].read()
-        model = str(form.get("model", ""))
 
-        async def work(deadline):
-            return await edge.segmenter.segment(data, model, False, deadline)
+def app_for(edge: Edge | None) -> ASGIApp:
+    """The service's HTTP routes over ``edge``, behind the /metrics guard, with a stand-in /metrics."""
 
-        return await respond(edge, "Segment", model, request.headers, work)
-
-    async def metrics(request: Request):
+    async def metrics(request):
         return PlainTextResponse("segserve_requests_total 1\n")
 
-    app = Starlette(routes=[Route("/segment", segment, methods=["POST"]), Route("/metrics", metrics)])
+    app = build_app(lambda: edge)
+    app.router.routes.append(Route("/metrics", metrics))
     return MetricsGuard(app, lambda: edge)
 
 
-def client(edge: Edge) -> httpx.AsyncClient:
+def client(edge: Edge | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app_for(edge)), base_url="http://test")
 
 
@@ -69,7 +64,7 @@ async def post(edge: Edge, headers: dict[str, str] | None = None, model: str = "
 @pytest.mark.anyio
 async def test_answer_and_its_count():
     before = count("200")
-    r = await post(Edge(Segmenter(corrosion_everywhere, MODELS, Settings())))
+    r = await post(edge_for(corrosion_everywhere))
     assert r.status_code == 200 and r.json()["corrosion_asset_ratio"] == 1.0
     assert count("200") - before == 1
 
@@ -77,7 +72,7 @@ async def test_answer_and_its_count():
 @pytest.mark.anyio
 async def test_loading_models_answer_503_with_a_retry_hint_and_are_counted():
     before = count("503")
-    r = await post(Edge(Segmenter(corrosion_everywhere, {}, Settings())))
+    r = await post(edge_for(corrosion_everywhere, {}))
     assert r.status_code == 503 and r.json()["code"] == "NotReady"
     assert r.headers["retry-after"] == "2"
     assert count("503") - before == 1
@@ -90,7 +85,7 @@ async def test_a_failure_inside_the_server_is_a_500_with_a_request_id_and_no_sta
 
     before = count("500")
     with caplog.at_level(logging.ERROR, logger="segserve"):
-        r = await post(Edge(Segmenter(broken, MODELS, Settings())))
+        r = await post(edge_for(broken))
     assert r.status_code == 500 and r.json()["code"] == "Internal"
     message = r.json()["error"]
     request_id = message.split("request id ")[1].split(")")[0]
@@ -101,7 +96,7 @@ async def test_a_failure_inside_the_server_is_a_500_with_a_request_id_and_no_sta
 
 @pytest.mark.anyio
 async def test_tokens_are_required_when_configured_and_several_are_accepted():
-    edge = Edge(Segmenter(corrosion_everywhere, MODELS, Settings()), TokenAuth(["old-token", "new-token"]))
+    edge = edge_for(corrosion_everywhere, auth=TokenAuth(["old-token", "new-token"]))
     before = count("401")
     assert (await post(edge)).status_code == 401
     assert (await post(edge, {"authorization": "Bearer wrong"})).json()["code"] == "Unauthenticated"
@@ -115,7 +110,7 @@ async def test_tokens_are_required_when_configured_and_several_are_accepted():
 @pytest.mark.parametrize("public", [True, False])
 async def test_metrics_open_or_behind_a_token(public):
     settings = Settings(metrics_public=public)
-    edge = Edge(Segmenter(corrosion_everywhere, MODELS, settings), TokenAuth(["t0k"]))
+    edge = edge_for(corrosion_everywhere, settings=settings, auth=TokenAuth(["t0k"]))
     async with client(edge) as c:
         assert (await c.get("/metrics")).status_code == (200 if public else 401)
         assert (await c.get("/metrics", headers={"authorization": "Bearer t0k"})).status_code == 200
@@ -130,6 +125,53 @@ def test_tokens_from_the_environment_and_a_file(tmp_path):
     assert not TokenAuth.from_settings(Settings()).enabled
     with pytest.raises(ValueError, match="cannot be read"):
         TokenAuth.from_settings(Settings(auth_tokens_file=str(tmp_path / "missing")))
+
+
+@pytest.mark.anyio
+async def test_evaluate_and_models_routes():
+    truth = cv2.imencode(".png", np.zeros((96, 128), np.uint8))[1].tobytes()  # class ids: corrosion everywhere
+    async with client(edge_for(corrosion_everywhere)) as c:
+        r = await c.post("/evaluate", files={"image": ("p.png", IMAGE), "ground_truth": ("t.png", truth)})
+        assert r.status_code == 200 and r.json()["pixel_accuracy"] == 1.0
+        listed = (await c.get("/models")).json()
+        assert [m["name"] for m in listed["models"]] == ["deeplabv3plus", "unet", "ensemble"]
+        page = await c.get("/ui")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        docs = await c.get("/docs", follow_redirects=False)
+        assert docs.status_code == 307 and docs.headers["location"] == "/"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("files", "data", "message"),
+    [
+        ({}, {}, "the form needs a file field 'image'"),
+        ({"image": ("p.png", IMAGE)}, {"include_overlay": "maybe"}, "include_overlay must be true or false"),
+        ({"image": ("p.png", b"")}, {}, "image is empty"),
+        ({"image": ("p.png", IMAGE)}, {"model": "segnet"}, "unknown model 'segnet'"),
+    ],
+)
+async def test_bad_forms_are_clear_errors(files, data, message):
+    async with client(edge_for(corrosion_everywhere)) as c:
+        r = await c.post("/segment", files=files or None, data=data)
+    assert r.status_code in (400, 404) and message in r.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_overlay_is_sent_only_when_asked():
+    async with client(edge_for(corrosion_everywhere)) as c:
+        plain = (await c.post("/segment", files={"image": ("p.png", IMAGE)})).json()
+        with_overlay = (
+            await c.post("/segment", files={"image": ("p.png", IMAGE)}, data={"include_overlay": "true"})
+        ).json()
+    assert plain["overlay_jpeg"] == "" and with_overlay["overlay_jpeg"].startswith("/9j/")  # base64 of a JPEG
+
+
+@pytest.mark.anyio
+async def test_a_starting_service_answers_503():
+    async with client(None) as c:
+        r = await c.post("/segment", files={"image": ("p.png", IMAGE)})
+    assert r.status_code == 503 and r.json()["code"] == "NotReady"
 
 
 @pytest.fixture

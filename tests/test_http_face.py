@@ -85,6 +85,10 @@ def test_the_page_shows_what_the_api_answers(live_server, chromium, tmp_path):
             page.goto(f"{live_server.http_url}/ui")
             page.wait_for_function("document.querySelectorAll('#model option').length === 3")
             assert page.locator("#model option").all_inner_texts() == ["deeplabv3plus (default)", "unet", "ensemble"]
+            listed = httpx.get(f"{live_server.http_url}/models", timeout=30).json()["models"]
+            assert page.inner_text("#engines") == "Served: " + "; ".join(
+                f"{m['name']} {m['version']} on {m['backend']} {m['precision']}" for m in listed if m["backend"]
+            )
             page.select_option("#model", "unet")
             page.set_input_files("#photo", str(path))
             page.click("#submit")

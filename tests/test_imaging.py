@@ -102,8 +102,9 @@ def test_read_image(tmp_path, write_rgb):
     np.testing.assert_array_equal(imaging.read_image(str(path)), halves(8, 6))
 
 
-def test_image_size_is_width_then_height():
-    assert imaging.image_size(pil_encode(halves(12, 20), "PNG"), 1 << 30, 1 << 30) == (20, 12)
+def test_header_is_width_then_height():
+    header = imaging.read_header(pil_encode(halves(12, 20), "PNG"), 1 << 30, 1 << 30)
+    assert header == imaging.ImageHeader(20, 12, "PNG") and header.pixels == 240
 
 
 PNG_12x20 = pil_encode(halves(12, 20), "PNG")
@@ -160,9 +161,9 @@ def test_pixel_limit_above_pillow_bomb_limit_is_too_large():
 
 
 @pytest.mark.parametrize("size", [(256, 256), (100, 50), (300, 520), (17, 3)])
-def test_preprocess_shape_dtype_and_bgr_means(size):
+def test_resize_then_normalize_shape_dtype_and_bgr_means(size):
     image = solid(*size, (10, 20, 30))  # R=10, G=20, B=30
-    x = imaging.preprocess(image)
+    x = imaging.normalize(imaging.resize_image(image))
     assert x.shape == (256, 256, 3)
     assert x.dtype == np.float32
     # Channels come out in BGR order with the caffe means removed: B-103.939, G-116.779, R-123.68.

@@ -166,7 +166,7 @@ def test_png_chunk_longer_than_the_file_is_refused_before_decoding(mask, length,
     png = bytearray(imaging.encode_png(imaging.colorize(mask)))
     offset, kind = data.draw(st.sampled_from([c for c in _chunks(bytes(png)) if c[1] != b"IEND"]))
     png[offset : offset + 4] = length.to_bytes(4, "big")
-    for decode in (imaging.image_size, imaging.decode_image, imaging.decode_mask):
+    for decode in (imaging.read_header, imaging.decode_image, imaging.decode_mask):
         with pytest.raises(InvalidInput, match=f"PNG chunk {kind.decode()} at byte {offset} declares {length} bytes"):
             decode(bytes(png), 1 << 25, 40_000_000)
 
@@ -178,7 +178,7 @@ PGM_READ_TWO_WAYS = bytes.fromhex(
 )
 
 
-@pytest.mark.parametrize("decode", [imaging.image_size, imaging.decode_image, imaging.decode_mask])
+@pytest.mark.parametrize("decode", [imaging.read_header, imaging.decode_image, imaging.decode_mask])
 @pytest.mark.parametrize(
     ("fmt", "params"),
     [("GIF", {}), ("PPM", {}), ("JPEG2000", {}), ("TGA", {}), ("PCX", {})],
@@ -197,7 +197,7 @@ def test_camera_jpeg_with_extra_pictures_mpo_is_a_jpeg():
     photo = np.full((8, 6, 3), (200, 40, 10), np.uint8)
     data = _pil_encode(Image.fromarray(photo), "MPO", save_all=True, append_images=[Image.fromarray(photo)])
     assert Image.open(io.BytesIO(data)).format == "MPO"
-    assert imaging.image_size(data, 1 << 25, 40_000_000) == (6, 8)
+    assert imaging.read_header(data, 1 << 25, 40_000_000) == imaging.ImageHeader(6, 8, "MPO")
     decoded = imaging.decode_image(data)
     assert decoded.shape == (8, 6, 3)
     assert np.abs(decoded.astype(int) - photo).max() <= 8  # JPEG
@@ -248,6 +248,7 @@ def test_side_longer_than_opencv_reads_is_invalid_not_an_opencv_error(decode):
     # Found by fuzz/fuzz_decode.py: 16 x 2,097,164 is within the pixel limit (33.5 of 40 megapixels), but OpenCV
     # refuses a side over 2**20 by raising cv2.error instead of returning None, which became a 500.
     data = _tiff_with_height((1 << 21) + 12)
-    assert imaging.image_size(data, 1 << 25, 40_000_000) == (16, (1 << 21) + 12)
+    header = imaging.read_header(data, 1 << 25, 40_000_000)
+    assert (header.width, header.height) == (16, (1 << 21) + 12)
     with pytest.raises(InvalidInput, match="could not be decoded"):
         decode(data, 1 << 25, 40_000_000)

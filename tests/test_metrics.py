@@ -294,3 +294,102 @@ def test_class_pixels_rejects_ids_outside_the_class_table(mask, bad):
 
 def test_class_pixels_of_an_empty_mask_is_zero():
     np.testing.assert_array_equal(metrics.class_pixels(np.zeros((0, 0), np.uint8)), [0, 0, 0])
+
+
+# --- the metrics table ---------------------------------------------------------------------------------------
+
+# Two images. Image 0 is the 4x4 case above; image 1 (2x2): truth [[0, 1], [1, 1]], prediction [[1, 1], [1, 2]].
+TRUTH_2 = np.array([[0, 1], [1, 1]], np.uint8)
+PRED_2 = np.array([[1, 1], [1, 2]], np.uint8)
+# image 1: truth 0 -> 1 once; truth 1 -> 1 twice, -> 2 once. CM = [[0, 1, 0], [0, 2, 1], [0, 0, 0]]:
+# TP (0, 2, 0), FP (0, 1, 1), FN (1, 1, 0)
+# summed CM = [[4, 3, 0], [0, 7, 2], [0, 0, 4]]: TP (4, 7, 4), FP (0, 3, 2), FN (3, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("iou", [4 / 7, 7 / 12, 4 / 6]),
+        ("dice", [8 / 11, 14 / 19, 8 / 10]),
+        ("precision", [4 / 4, 7 / 10, 4 / 6]),
+        ("recall", [4 / 7, 7 / 9, 4 / 4]),
+        ("true_pixels", [7, 9, 4]),
+        ("predicted_pixels", [4, 10, 6]),
+    ],
+)
+def test_table_rows_are_the_summed_matrix_metrics(key, expected):
+    table = metrics.table([TRUTH_4, TRUTH_2], [PRED_4, PRED_2])
+    assert [row[key] for row in table["per_class"]] == pytest.approx(expected)
+
+
+def test_table_means_accuracy_and_matrix():
+    table = metrics.table([TRUTH_4, TRUTH_2], [PRED_4, PRED_2])
+    assert table["num_images"] == 2
+    assert [(r["class_id"], r["name"]) for r in table["per_class"]] == [
+        (0, "corrosion"),
+        (1, "asset"),
+        (2, "background"),
+    ]
+    assert table["mean_iou"] == pytest.approx((4 / 7 + 7 / 12 + 4 / 6) / 3)
+    assert table["mean_dice"] == pytest.approx((8 / 11 + 14 / 19 + 8 / 10) / 3)
+    assert table["pixel_accuracy"] == pytest.approx(15 / 20)
+    assert table["confusion_matrix"] == [[4, 3, 0], [0, 7, 2], [0, 0, 4]]
+
+
+def test_table_per_image_numbers():
+    table = metrics.table([TRUTH_4, TRUTH_2], [PRED_4, PRED_2])
+    s = metrics.SMOOTH
+    # smoothed per image, then averaged: in image 1 corrosion is missed (0) and background only predicted (0)
+    iou_1 = [s / (1 + s), 2 / 4, s / (1 + s)]
+    dice_1 = [s / (1 + s), 4 / 6, s / (1 + s)]
+    for row, iou_0, dice_0, iou1, dice1 in zip(
+        table["per_class"], [4 / 6, 5 / 8, 4 / 5], [8 / 10, 10 / 13, 8 / 9], iou_1, dice_1, strict=True
+    ):
+        assert row["per_image_iou"] == pytest.approx((iou_0 + iou1) / 2)
+        assert row["per_image_dice"] == pytest.approx((dice_0 + dice1) / 2)
+    assert table["per_image_mean_iou"] == pytest.approx(np.mean([r["per_image_iou"] for r in table["per_class"]]))
+    # each image's own IoU, unsmoothed
+    images = table["images"]
+    assert images["iou"][0] == pytest.approx([4 / 6, 5 / 8, 4 / 5])
+    assert images["iou"][1] == pytest.approx([0.0, 2 / 4, 0.0])
+    assert images["mean_iou"] == pytest.approx([(4 / 6 + 5 / 8 + 4 / 5) / 3, 1 / 6])
+
+
+def test_table_inspector_numbers():
+    # image 0: truth 6 corrosion / 6 asset -> 0.5 (grade 1), prediction 4 / 7 -> 4/11 (grade 1)
+    # image 1: truth 1 / 3 -> 0.25 (grade 2), prediction 0 / 3 -> 0 (grade 10)
+    table = metrics.table([TRUTH_4, TRUTH_2], [PRED_4, PRED_2])
+    images = table["images"]
+    assert images["truth_ratio"] == pytest.approx([0.5, 0.25])
+    assert images["predicted_ratio"] == pytest.approx([4 / 11, 0.0])
+    assert (images["truth_grade"], images["predicted_grade"]) == ([1, 2], [1, 10])
+    assert table["ratio_mae"] == pytest.approx((0.5 - 4 / 11 + 0.25) / 2)
+    assert (table["grade_exact"], table["grade_within_one"]) == (0.5, 0.5)
+    agreement = metrics.ratio_agreement([TRUTH_4, TRUTH_2], [PRED_4, PRED_2])
+    assert {k: table[k] for k in metrics.RATIO_KEYS} == agreement
+
+
+def test_table_class_absent_everywhere_is_nan_and_the_means_skip_it():
+    truth = np.array([[[1, 1], [2, 2]]], np.uint8)
+    table = metrics.table(truth, truth.copy())
+    corrosion = table["per_class"][0]
+    assert all(math.isnan(corrosion[k]) for k in ("iou", "dice", "precision", "recall"))
+    assert corrosion["per_image_iou"] == pytest.approx(1.0)  # the smoothed metric scores an absent class 1
+    assert table["mean_iou"] == 1.0 and table["pixel_accuracy"] == 1.0
+    assert math.isnan(table["images"]["iou"][0][0]) and table["images"]["mean_iou"] == [1.0]
+
+
+def test_table_needs_pairs():
+    with pytest.raises(ValueError, match="same non-zero number"):
+        metrics.table([], [])
+    with pytest.raises(ValueError, match="same non-zero number"):
+        metrics.table([TRUTH_4], [PRED_4, PRED_4])
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.table([TRUTH_4], [PRED_2])
+
+
+def test_table_is_plain_python():
+    import json
+
+    table = metrics.table([TRUTH_4, TRUTH_2], [PRED_4, PRED_2])
+    json.dumps(table)  # no NumPy values anywhere

@@ -210,3 +210,28 @@ def test_an_id_outside_the_class_table_is_refused(pair, bad, in_truth, data):
         metrics.confusion_matrix(truth, pred)
     with pytest.raises(ValueError, match=rf"^mask has class id {bad};"):
         metrics.class_pixels(target)
+
+
+@PROPERTY
+@given(mask_stacks())
+def test_table_is_the_stages_reduced(stack):
+    """The table holds exactly what the two stages give: the summed matrix's report, the per-image means and
+    matrices, and the inspector's numbers."""
+    truths, preds = stack
+    table = metrics.table(truths, preds)
+    cms = np.stack([metrics.confusion_matrix(t, p) for t, p in zip(truths, preds, strict=True)])
+    rep = metrics.report(cms.sum(axis=0))
+    per_image = metrics.per_image_means(cms)
+    assert table["num_images"] == len(truths)
+    assert table["confusion_matrix"] == rep.confusion.tolist()
+    for key in ("iou", "dice", "precision", "recall", "true_pixels", "predicted_pixels"):
+        np.testing.assert_array_equal([row[key] for row in table["per_class"]], getattr(rep, key))
+    for key in ("iou", "dice"):
+        np.testing.assert_array_equal([row[f"per_image_{key}"] for row in table["per_class"]], per_image[key])
+    np.testing.assert_array_equal([table["mean_iou"], table["mean_dice"]], [rep.mean_iou, rep.mean_dice])
+    assert table["pixel_accuracy"] == rep.pixel_accuracy
+    np.testing.assert_array_equal(table["images"]["iou"], metrics.iou(cms))
+    assert {k: table[k] for k in metrics.RATIO_KEYS} == metrics.ratio_agreement(truths, preds)
+    ratios = [metrics.corrosion_asset_ratio(metrics.class_pixels(t)) for t in truths]
+    assert table["images"]["truth_ratio"] == ratios
+    assert table["images"]["truth_grade"] == [metrics.rust_grade(r) for r in ratios]

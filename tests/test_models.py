@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -160,14 +158,17 @@ def test_architecture_table_names_builders_and_the_service_serves_each():
     """One table names the architectures; each resolves to a builder and has a batchable model API."""
     import inspect
 
-    from segserve.architectures import ARCHITECTURES, NAMES, SHIPPED
+    from bento.service import Models
+    from segserve.architectures import ARCHITECTURES, ENSEMBLE, NAMES, SHIPPED, method_name
 
     assert NAMES == ("deeplabv3plus", "unet", "unet-vgg16", "deeplabv3plus-vgg16")
     assert SHIPPED == ("deeplabv3plus", "unet")
-    service = (Path(__file__).resolve().parents[1] / "bento" / "service.py").read_text()
     for arch in ARCHITECTURES.values():
         module, function = arch.builder.split(":")
         builder = getattr(__import__(module, fromlist=[function]), function)
-        assert "encoder_weights" in inspect.signature(builder).parameters
-        if arch.shipped:
-            assert f"    def {arch.name}(self, images: np.ndarray) -> np.ndarray:" in service
+        assert {"encoder_weights", "encoder", "name"} <= set(inspect.signature(builder).parameters)
+    apis = Models.apis
+    assert set(apis) == {"describe"} | {method_name(n) for n in (*NAMES, ENSEMBLE)}
+    for name in (*NAMES, ENSEMBLE):
+        api = apis[method_name(name)]
+        assert api.batchable and api.route == f"/{method_name(name)}"

@@ -1,5 +1,5 @@
-"""Running a model: the wire format of the model service, the ensemble, both backends, and their parity on
-real validation photos."""
+"""Running a model: the wire format of the model service, the ensemble, every backend and precision, the
+OpenVINO cache, and their parity on real validation photos (the gate of segserve.parity)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segserve import architectures, imaging, metrics, predictor, store
+from segserve import architectures, engines, imaging, metrics, parity, predictor, store
 from segserve.settings import Settings
 from tests.servers import ROOT, tiny_model
 
@@ -91,10 +91,111 @@ def test_a_model_stored_without_onnx_is_exported_at_load(tiny_dir, tmp_path, cap
 
 
 def test_unknown_backend_is_refused():
-    with pytest.raises(ValueError, match="onnxruntime, tensorflow"):
+    with pytest.raises(ValueError, match="auto, openvino, onnxruntime, tensorflow"):
         Settings(backend="torch")
     with pytest.raises(ValueError, match="unknown backend"):
         predictor.load_predictor(Path("."), "torch", 32)
+    with pytest.raises(ValueError, match="onnxruntime computes in float32 only"):
+        predictor.load_predictor(Path("."), "onnxruntime", 32, precision="bf16")
+
+
+def test_openvino_agrees_with_onnx_runtime_and_keeps_its_compiled_model(tiny_dir, tmp_path):
+    """OpenVINO float32 gives ONNX Runtime's masks; its compiled model lands in the cache and is reused."""
+    images = np.random.default_rng(2).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    cache = tmp_path / "cache"
+    first = predictor.load_predictor(tiny_dir, "openvino", 32, precision="f32", cache_dir=str(cache))
+    assert (first.backend, first.precision) == ("openvino", "f32")
+    reference = predictor.load_predictor(tiny_dir, "onnxruntime", 32)
+    assert np.array_equal(first.predict(images).mask, reference.predict(images).mask)
+    blobs = sorted(cache.iterdir())
+    assert blobs and all(b.stat().st_size > 0 for b in blobs)
+    stamps = {b.name: b.stat().st_mtime_ns for b in blobs}
+    again = predictor.load_predictor(tiny_dir, "openvino", 32, precision="f32", cache_dir=str(cache))
+    assert {b.name: b.stat().st_mtime_ns for b in cache.iterdir()} == stamps  # read, not compiled again
+    assert np.array_equal(again.predict(images).mask, first.predict(images).mask)
+
+
+def test_openvino_calls_from_several_threads_get_their_own_requests(tiny_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = predictor.load_predictor(tiny_dir, "openvino", 32)
+    images = np.random.default_rng(3).integers(0, 255, (8, 2, 32, 32, 3), dtype=np.uint8)
+    expected = [run.predict(batch).mask for batch in images]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda batch: run.predict(batch).mask, images))
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_parity_is_recorded_per_kind_of_machine(tmp_path):
+    truth = np.zeros((2, 4, 4), np.uint8)
+    same = parity.compare(truth, truth.copy(), truth)
+    assert same == {"agreement": 1.0, "mean_iou": 1.0, "reference_mean_iou": 1.0, "images": 2, "passed": True}
+    off = truth.copy()
+    off[0, 0, :2] = 1  # 2 of 32 pixels differ: 93.75% agreement
+    result = parity.compare(truth, off, truth)
+    assert result["agreement"] == 30 / 32 and result["passed"] is False
+    parity.record(tmp_path, {"openvino:bf16": result}, kind="x86_64:amx_bf16+avx512_bf16+avx512f+avx2")
+    parity.record(tmp_path, {"openvino:f32": same}, kind="x86_64:avx2")
+    assert parity.passed(tmp_path, "openvino:bf16", kind="x86_64:amx_bf16+avx512_bf16+avx512f+avx2") is False
+    assert parity.passed(tmp_path, "openvino:f32", kind="x86_64:avx2") is True
+    assert parity.passed(tmp_path, "openvino:bf16", kind="x86_64:avx2") is None  # never checked there
+    assert set(parity.read(tmp_path)) == {"x86_64:amx_bf16+avx512_bf16+avx512f+avx2", "x86_64:avx2"}
+
+
+def test_a_model_that_failed_parity_never_gets_bfloat16(tiny_dir, tmp_path, monkeypatch):
+    """On a machine with native bfloat16 (pretended here), auto serves bfloat16 only after a passed parity."""
+    from segserve import runtime
+    from segserve.store import ModelInfo
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / predictor.ONNX_FILE).write_bytes((tiny_dir / predictor.ONNX_FILE).read_bytes())
+    monkeypatch.setattr(engines, "native_bf16", lambda: True)
+    monkeypatch.setattr("segserve.store.served_model", lambda name: (model_dir, ModelInfo(name, "v1", name, 32, {})))
+    kind = engines.machine_kind()
+    settings = Settings(openvino_cache_dir=str(tmp_path / "cache"))
+    assert runtime.load_served("unet", settings)[1]["precision"] == "f32"  # never checked: float32
+    parity.record(model_dir, {"openvino:bf16": {"passed": False, "agreement": 0.97}}, kind)
+    assert runtime.load_served("unet", settings)[1]["precision"] == "f32"
+    parity.record(model_dir, {"openvino:bf16": {"passed": True, "agreement": 0.998}}, kind)
+    _, described = runtime.load_served("unet", settings)
+    assert (described["backend"], described["precision"]) == ("openvino", "bf16")
+
+
+def validation_photos() -> tuple[np.ndarray, np.ndarray]:
+    ids = (DATA / "val.txt").read_text().split()
+    images = np.stack([imaging.resize_image(imaging.read_image(str(DATA / "original" / f"ORI_{i}.png"))) for i in ids])
+    truth = np.stack([imaging.resize_mask(imaging.read_mask(str(DATA / "ground_truth" / f"GT_{i}.png"))) for i in ids])
+    return images, truth
+
+
+PRECISIONS_HERE = [
+    pytest.param("f32", id="f32"),
+    pytest.param(
+        "bf16",
+        id="bf16",
+        marks=pytest.mark.skipif(
+            not engines.native_bf16(),
+            reason=f"this CPU ({engines.machine_kind()}) has no native bfloat16; bf16 parity needs one that has",
+        ),
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DATA.exists(), reason=f"the dataset is not at {DATA}")
+@pytest.mark.parametrize("precision", PRECISIONS_HERE)
+@pytest.mark.parametrize("name", architectures.SHIPPED)
+def test_openvino_passes_the_parity_gate_on_validation_photos(name, precision, tmp_path):
+    """Pixel agreement with ONNX Runtime float32 >= 99.5% and mean IoU within 0.5 points, on the 22 val photos."""
+    model, meta = store.load_release(name)
+    predictor.export_onnx(model, tmp_path / predictor.ONNX_FILE, 256)
+    images, truth = validation_photos()
+    result = parity.check(tmp_path, 256, images, truth, engines=[("openvino", precision)])[f"openvino:{precision}"]
+    print(f"{name} openvino:{precision}: {result}")
+    assert result["agreement"] >= parity.MIN_AGREEMENT
+    assert result["reference_mean_iou"] - result["mean_iou"] <= parity.MAX_MEAN_IOU_DROP
+    assert result["passed"] is True
 
 
 @pytest.mark.slow
@@ -104,12 +205,10 @@ def test_backends_agree_on_validation_photos(name, tmp_path):
     """ONNX Runtime and TensorFlow give the same masks (>= 99.5% of pixels) and mean IoU (within 0.2 points)."""
     model, meta = store.load_release(name)
     onnx = predictor.Predictor(predictor.OnnxModel(predictor.export_onnx(model, tmp_path / "m.onnx", 256)))
-    ids = (DATA / "val.txt").read_text().split()
-    images = np.stack([imaging.resize_image(imaging.read_image(str(DATA / "original" / f"ORI_{i}.png"))) for i in ids])
-    truth = np.stack([imaging.resize_mask(imaging.read_mask(str(DATA / "ground_truth" / f"GT_{i}.png"))) for i in ids])
+    images, truth = validation_photos()
     masks = {}
     for backend, run in (("tensorflow", predictor.Predictor(model)), ("onnxruntime", onnx)):
-        masks[backend] = np.concatenate([run.predict(images[k : k + 8]).mask for k in range(0, len(ids), 8)])
+        masks[backend] = np.concatenate([run.predict(images[k : k + 8]).mask for k in range(0, len(images), 8)])
     assert (masks["tensorflow"] == masks["onnxruntime"]).mean() >= 0.995
     miou = {b: metrics.report(metrics.confusion_matrix(truth, m)).mean_iou for b, m in masks.items()}
     assert abs(miou["tensorflow"] - miou["onnxruntime"]) <= 0.002

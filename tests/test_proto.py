@@ -105,6 +105,9 @@ def test_field_numbers_never_move():
         "review": 16,
         "members": 17,
         "backend": 18,
+        "encoder": 19,
+        "validation_source": 20,
+        "precision": 21,
     }
     reasons = pb.DESCRIPTOR.enum_types_by_name["ReviewReason"]
     assert [(v.name, v.number) for v in reasons.values] == [
@@ -120,7 +123,7 @@ def test_field_numbers_never_move():
 
 def test_review_reasons_match_the_contract():
     from segserve import review
-    from segserve.inference import REVIEW_REASON_PREFIX
+    from segserve.pipeline import REVIEW_REASON_PREFIX
 
     contract = [v.name for v in pb.DESCRIPTOR.enum_types_by_name["ReviewReason"].values][1:]
     assert [REVIEW_REASON_PREFIX + r for r in review.REASONS] == contract

@@ -397,5 +397,7 @@ def test_metrics_exposition(stub, http):
     assert grew("segserve_corrosion_asset_ratio_count", model="deeplabv3plus") == 1
     assert grew("segserve_prediction_confidence_count", model="deeplabv3plus") == 1
     assert metric(text, "segserve_requests_in_flight", transport="grpc") == 0
-    versions = re.findall(r'segserve_model_info\{backend="onnxruntime",model="(\w+)",version="(\w+)"\} 1\.0', text)
+    versions = re.findall(
+        r'segserve_model_info\{backend="openvino",model="(\w+)",precision="(?:f32|bf16)",version="(\w+)"\} 1\.0', text
+    )
     assert {m for m, _ in versions} == {"deeplabv3plus", "unet"}

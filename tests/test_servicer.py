@@ -12,12 +12,11 @@ import time
 import cv2
 import grpc
 import numpy as np
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+from segserve.edge import Edge
 from segserve.predictor import from_probabilities, pack
-from segserve.segmenter import Segmenter
 from segserve.servicer import create_server
 from segserve.settings import Settings
 from segserve.v1 import segmentation_pb2 as pb
@@ -51,13 +50,20 @@ class HeldPredictor:
         self.event.set()
 
 
-async def wait_in_flight(segmenter: Segmenter, count: int) -> None:
-    while segmenter._in_flight.get("grpc", 0) < count:
+def edge_for(predict, models=MODELS, settings: Settings | None = None, auth=None) -> Edge:
+    """An edge over ``predict`` serving ``models`` (none: still loading)."""
+    edge = Edge(settings or Settings(), predict, auth)
+    edge.serve(models)
+    return edge
+
+
+async def wait_in_flight(edge: Edge, count: int) -> None:
+    while edge.admission.requests.get("grpc", 0) < count:
         await asyncio.sleep(0.01)
 
 
-async def with_server(segmenter: Segmenter, body) -> None:
-    server, port = await create_server(segmenter)
+async def with_server(edge: Edge, body) -> None:
+    server, port = await create_server(edge)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await body(server, channel, pb_grpc.SegmentationServiceStub(channel))
@@ -75,7 +81,7 @@ def test_segment_answers_from_the_predictor():
         assert answer.corrosion_asset_ratio == 1.0 and answer.rust_grade == 0
         assert [c.pixels for c in answer.coverage] == [960, 0, 0]
 
-    asyncio.run(with_server(Segmenter(predict, MODELS, Settings()), body))
+    asyncio.run(with_server(edge_for(predict), body))
 
 
 def test_not_ready_until_models_are_set_then_serving():
@@ -92,13 +98,13 @@ def test_not_ready_until_models_are_set_then_serving():
                 raise AssertionError("answered before the models were loaded")
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.UNAVAILABLE
-        segmenter.set_models(MODELS)
+        edge.serve(MODELS)
         await server.set_serving(True)
         assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
         assert (await stub.Segment(pb.SegmentRequest(image=IMAGE))).model == "deeplabv3plus"
 
-    segmenter = Segmenter(predict, {}, Settings())
-    asyncio.run(with_server(segmenter, body))
+    edge = edge_for(predict, {})
+    asyncio.run(with_server(edge, body))
 
 
 def test_overload_is_resource_exhausted_and_recovers():
@@ -107,7 +113,7 @@ def test_overload_is_resource_exhausted_and_recovers():
     async def body(server, channel, stub):
         predict.arm()
         held = [asyncio.ensure_future(stub.Segment(pb.SegmentRequest(image=IMAGE))) for _ in range(2)]
-        await wait_in_flight(segmenter, 2)
+        await wait_in_flight(edge, 2)
         try:
             await stub.Segment(pb.SegmentRequest(image=IMAGE))
             raise AssertionError("a third request was admitted over the limit of 2")
@@ -118,8 +124,8 @@ def test_overload_is_resource_exhausted_and_recovers():
         assert [(await f).width for f in held] == [40, 40]
         assert (await stub.Segment(pb.SegmentRequest(image=IMAGE))).width == 40
 
-    segmenter = Segmenter(predict, MODELS, Settings(max_concurrent_requests=2))
-    asyncio.run(with_server(segmenter, body))
+    edge = edge_for(predict, settings=Settings(max_concurrent_requests=2))
+    asyncio.run(with_server(edge, body))
 
 
 def test_draining_reports_not_serving_and_finishes_calls_in_flight():
@@ -129,7 +135,7 @@ def test_draining_reports_not_serving_and_finishes_calls_in_flight():
         predict.arm()
         await server.set_serving(True)
         in_flight = asyncio.ensure_future(stub.Segment(pb.SegmentRequest(image=IMAGE)))
-        await wait_in_flight(segmenter, 1)
+        await wait_in_flight(edge, 1)
         stopping = asyncio.ensure_future(server.stop(grace=10))
         await asyncio.sleep(0.05)
         assert server.health._server_status[""] == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -137,8 +143,8 @@ def test_draining_reports_not_serving_and_finishes_calls_in_flight():
         assert (await in_flight).width == 40  # the call in flight was allowed to finish
         await stopping
 
-    segmenter = Segmenter(predict, MODELS, Settings())
-    asyncio.run(with_server(segmenter, body))
+    edge = edge_for(predict)
+    asyncio.run(with_server(edge, body))
 
 
 def test_a_failing_prediction_does_not_take_the_server_down():
@@ -159,7 +165,7 @@ def test_a_failing_prediction_does_not_take_the_server_down():
             assert exc.code() == grpc.StatusCode.UNAVAILABLE
         assert (await stub.Segment(pb.SegmentRequest(image=IMAGE))).width == 40
 
-    asyncio.run(with_server(Segmenter(predict, MODELS, Settings()), body))
+    asyncio.run(with_server(edge_for(predict), body))
 
 
 def grpc_count(method: str, code: str, model: str = "deeplabv3plus") -> float:
@@ -187,7 +193,7 @@ def test_not_ready_is_counted_with_the_model_named():
         assert dict(exc.trailing_metadata())["grpc-retry-pushback-ms"] == "2000"
         assert grpc_count("Segment", "UNAVAILABLE") - before == 1
 
-    asyncio.run(with_server(Segmenter(HeldPredictor(), {}, Settings()), body))
+    asyncio.run(with_server(edge_for(HeldPredictor(), {}), body))
 
 
 def test_a_failure_inside_the_server_is_internal_and_counted_as_such():
@@ -202,7 +208,7 @@ def test_a_failure_inside_the_server_is_internal_and_counted_as_such():
         assert grpc_count("Segment", "INTERNAL") - before == 1
         assert grpc_count("Segment", "OK") == ok  # not counted as a success
 
-    asyncio.run(with_server(Segmenter(broken, MODELS, Settings()), body))
+    asyncio.run(with_server(edge_for(broken), body))
 
 
 def test_the_server_enforces_the_deadline_and_spares_the_model():
@@ -221,26 +227,7 @@ def test_the_server_enforces_the_deadline_and_spares_the_model():
         assert grpc_count("Segment", "DEADLINE_EXCEEDED") - before == 1
         assert in_flight_gauge() == 0
 
-    asyncio.run(with_server(Segmenter(predict, MODELS, Settings()), body))
-
-
-def test_a_request_whose_deadline_passed_while_decoding_never_reaches_the_model():
-    calls = []
-
-    async def predict(name, batch):
-        calls.append(name)
-        return corrosion_everywhere(batch)
-
-    segmenter = Segmenter(predict, MODELS, Settings())
-
-    async def run():
-        from segserve.errors import DeadlineExceeded
-
-        with pytest.raises(DeadlineExceeded):
-            await segmenter.segment(IMAGE, "", False, deadline=time.monotonic() - 1)
-        assert calls == []
-
-    asyncio.run(run())
+    asyncio.run(with_server(edge_for(predict), body))
 
 
 def test_a_client_that_goes_away_leaves_nothing_in_flight():
@@ -250,17 +237,17 @@ def test_a_client_that_goes_away_leaves_nothing_in_flight():
         predict.arm()
         before = grpc_count("Segment", "CANCELLED")
         call = stub.Segment(pb.SegmentRequest(image=IMAGE))
-        await wait_in_flight(segmenter, 1)
+        await wait_in_flight(edge, 1)
         call.cancel()
         for _ in range(100):
-            if segmenter._in_flight["grpc"] == 0:
+            if edge.admission.requests["grpc"] == 0:
                 break
             await asyncio.sleep(0.02)
-        assert segmenter._in_flight["grpc"] == 0 and in_flight_gauge() == 0
+        assert edge.admission.requests["grpc"] == 0 and in_flight_gauge() == 0
         assert grpc_count("Segment", "CANCELLED") - before == 1
 
-    segmenter = Segmenter(predict, MODELS, Settings())
-    asyncio.run(with_server(segmenter, body))
+    edge = edge_for(predict)
+    asyncio.run(with_server(edge, body))
 
 
 def test_tokens_on_grpc_and_health_stays_open():
@@ -270,7 +257,7 @@ def test_tokens_on_grpc_and_health_stays_open():
         return corrosion_everywhere(batch)
 
     async def run():
-        server, port = await create_server(Segmenter(predict, MODELS, Settings()), auth=TokenAuth(["s3cret"]))
+        server, port = await create_server(edge_for(predict, auth=TokenAuth(["s3cret"])))
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.SegmentationServiceStub(channel)
@@ -300,7 +287,7 @@ def test_pixel_budget_queues_large_photos_and_lets_small_ones_through():
         predict.arm()
         large = big_png(2000, 2000)  # 4 megapixels
         first = asyncio.ensure_future(stub.Segment(pb.SegmentRequest(image=large)))
-        while segmenter.budget.in_use == 0:
+        while edge.admission.pixels == 0:
             await asyncio.sleep(0.01)
         started = time.monotonic()
         exc = await rpc_error(stub.Segment(pb.SegmentRequest(image=large)))
@@ -309,11 +296,11 @@ def test_pixel_budget_queues_large_photos_and_lets_small_ones_through():
         assert dict(exc.trailing_metadata())["grpc-retry-pushback-ms"] == "1000"
         assert waited >= 0.25  # it queued for admission_wait_seconds before the refusal
         small = asyncio.ensure_future(stub.Segment(pb.SegmentRequest(image=IMAGE)))
-        while segmenter.budget.in_use != 4_000_000 + 40 * 24:
+        while edge.admission.pixels != 4_000_000 + 40 * 24:
             await asyncio.sleep(0.01)  # admitted beside the large one, waiting for the model
         predict.release()
         assert (await first).width == 2000 and (await small).width == 40
-        assert segmenter.budget.in_use == 0
+        assert edge.admission.pixels == 0
 
-    segmenter = Segmenter(predict, MODELS, settings)
-    asyncio.run(with_server(segmenter, body))
+    edge = edge_for(predict, settings=settings)
+    asyncio.run(with_server(edge, body))

@@ -105,7 +105,8 @@ def test_model_names(models, default, expected):
         ({"tls_cert_file": "c.pem"}, "must be set together"),
         ({"tls_client_ca_file": "ca.pem"}, "needs SEGSERVE_TLS_CERT_FILE"),
         ({"max_pixels_in_flight": 1000}, "could never be admitted"),
-        ({"backend": "torch"}, "not one of onnxruntime, tensorflow"),
+        ({"backend": "torch"}, "not one of auto, openvino, onnxruntime, tensorflow"),
+        ({"precision": "fp16"}, "not one of auto, f32, bf16"),
     ],
 )
 def test_settings_that_cannot_work_are_refused(fields, message):

@@ -42,10 +42,12 @@ def served_file(home: Path, name: str, filename: str) -> Path:
     return next((home / "models" / f"corrosion-{name}").glob(f"*/{filename}"))
 
 
-@pytest.mark.parametrize("filename", ["model.onnx", "model.keras"])
-def test_a_corrupt_model_file_in_the_store_stops_the_start(store_copy, filename):
+@pytest.mark.parametrize(
+    ("filename", "backend"),
+    [("model.onnx", "openvino"), ("model.onnx", "onnxruntime"), ("model.keras", "tensorflow")],
+)
+def test_a_corrupt_model_file_in_the_store_stops_the_start(store_copy, filename, backend):
     served_file(store_copy, "unet", filename).write_bytes(b"not a model")
-    backend = "onnxruntime" if filename.endswith("onnx") else "tensorflow"
     result = cli(store_copy, "serve", backend=backend)
     assert result.returncode == 1
     assert f"corrosion-unet cannot be loaded on {backend}" in result.stderr

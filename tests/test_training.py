@@ -1,11 +1,15 @@
-"""A two-epoch training run on a small synthetic dataset writes every report file and a model the store loads."""
+"""The training package as a whole: its layers (no import cycle; commands import libraries, never each other),
+and a two-epoch training run on a small synthetic dataset that writes every report file and a model the store
+loads (slow)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import openpyxl
@@ -13,7 +17,127 @@ import pytest
 
 from tests.servers import ROOT
 
-pytestmark = pytest.mark.slow
+# The packages whose imports must form no cycle, and the name their modules are imported by.
+PACKAGES = {"training": "training", "src/segserve": "segserve", "bento": "bento", "loadtests": "loadtests"}
+PACKAGES.update({"benchmarks": "benchmarks"} if (ROOT / "benchmarks").is_dir() else {})
+
+
+def modules() -> dict[str, Path]:
+    """Every module of PACKAGES by its import name (a package by its own name)."""
+    found = {}
+    for folder, prefix in PACKAGES.items():
+        base = ROOT / folder
+        for path in base.rglob("*.py"):
+            parts = path.relative_to(base).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            found[".".join((prefix, *parts))] = path
+    return found
+
+
+def imported(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The modules of ``known`` that module ``name`` imports anywhere: at the top, in functions, under
+    TYPE_CHECKING."""
+    out = set()
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                out.update(
+                    next(([".".join(parts[:k])] for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in known), [])
+                )
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                if f"{base}.{alias.name}" in known:
+                    out.add(f"{base}.{alias.name}")
+                elif base in known:
+                    out.add(base)
+    out.discard(name)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imported(name, path, known) for name, path in known.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    assert {"training.train", "segserve.metrics", "bento.service"} <= set(graph)
+    assert cycles(graph) == []
+
+
+def _is_command(path: Path) -> bool:
+    """A module run as ``python -m``: it has an ``if __name__ == "__main__":`` block."""
+    return '__name__ == "__main__"' in path.read_text()
+
+
+def test_commands_import_libraries_and_never_each_other():
+    known = modules()
+    training = {name: path for name, path in known.items() if name.startswith("training.")}
+    commands = {name for name, path in training.items() if _is_command(path)}
+    assert commands == {
+        f"training.{c}"
+        for c in ("train", "finetune", "evaluate", "export", "calibrate", "compare", "results", "step_time")
+    }
+    for name, path in training.items():
+        assert not imported(name, path, known) & commands, f"{name} imports a command"
+
+
+def test_serving_never_imports_training():
+    for name, deps in import_graph().items():
+        if name.startswith(("segserve.", "bento.")):
+            assert not any(d == "training" or d.startswith("training.") for d in deps), name
+
+
+def test_the_metrics_table_is_pure_numpy():
+    """Serving calls segserve.metrics too: it imports NumPy and the class table, no framework, no training."""
+    tree = ast.parse((ROOT / "src" / "segserve" / "metrics.py").read_text())
+    names = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert names == {"__future__", "collections.abc", "dataclasses", "typing", "numpy", "segserve.classes"}
+
+
+# --------------------------------------------------------------------------------------------- slow
+
 
 REPORT_FILES = (
     "history.csv",
@@ -60,6 +184,7 @@ def trained(tmp_path_factory):
     return out, home, data, first, resumed
 
 
+@pytest.mark.slow
 def test_two_epochs_write_every_report_file(trained):
     out = trained[0]
     for name in REPORT_FILES:
@@ -83,6 +208,7 @@ def test_two_epochs_write_every_report_file(trained):
     assert sum(len(ws._images) for ws in workbook.worksheets) >= 2  # the curves are embedded
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(trained):
     out, _, _, first, resumed = trained
     assert "epoch 1/1" in first.stdout
@@ -92,6 +218,7 @@ def test_resume_continues_from_the_last_checkpoint(trained):
     assert json.loads((out / "state.json").read_text())["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_export_imports_a_model_the_store_loads(trained, tmp_path):
     out, home, data, _, _ = trained
     run("training.export", "--run", str(out), "--release-dir", str(tmp_path), "--import", home=home)
@@ -133,80 +260,3 @@ def test_export_imports_a_model_the_store_loads(trained, tmp_path):
     # the release records what an inspector reads in its val_metrics
     for key in ("ratio_mae", "grade_exact", "grade_within_one"):
         assert meta["val_metrics"][key] == pytest.approx(run_metrics["ratio_agreement"][key])
-
-
-def _hand_made_masks() -> tuple[np.ndarray, np.ndarray]:
-    """Two 4x4 truths and predictions with known corroded shares (C corrosion, A asset, . background).
-
-    truth 0: 4 C, 4 A -> 0.5 (grade 1); prediction 0: 2 C, 6 A -> 0.25 (grade 2)
-    truth 1: 0 C, 8 A -> 0 (grade 10); prediction 1: 1 C, 7 A -> 0.125 (grade 3)
-    """
-    C, A, B = 0, 1, 2
-    truth = np.array(
-        [
-            [[C, C, C, C], [A, A, A, A], [B, B, B, B], [B, B, B, B]],
-            [[A, A, A, A], [A, A, A, A], [B, B, B, B], [B, B, B, B]],
-        ],
-        np.uint8,
-    )
-    pred = np.array(
-        [
-            [[C, C, A, A], [A, A, A, A], [B, B, B, B], [B, B, B, B]],
-            [[C, A, A, A], [A, A, A, A], [B, B, B, B], [B, B, B, B]],
-        ],
-        np.uint8,
-    )
-    return truth, pred
-
-
-def test_compute_metrics_reports_the_ratio_error_and_grade_agreement():
-    from training.report import compute_metrics
-    from training.train import split_metrics
-
-    truth, pred = _hand_made_masks()
-    result, _ = compute_metrics(truth, pred)
-    assert result["ratios"] == {
-        "truth": [0.5, 0.0],
-        "predicted": [0.25, 0.125],
-        "truth_grade": [1, 10],
-        "predicted_grade": [2, 3],
-    }
-    assert result["ratio_agreement"] == {
-        "ratio_mae": pytest.approx((0.25 + 0.125) / 2),
-        "grade_exact": 0.0,
-        "grade_within_one": 0.5,
-    }
-    logs = split_metrics(truth, pred)
-    assert logs["val_ratio_mae"] == pytest.approx(0.1875)
-    assert (logs["val_grade_exact"], logs["val_grade_within_one"]) == (0.0, 0.5)
-    assert list(logs)[-3:] == ["val_ratio_mae", "val_grade_exact", "val_grade_within_one"]
-
-
-def test_export_val_metrics_carry_the_ratio_numbers():
-    from training.export import val_metrics
-    from training.report import compute_metrics
-
-    truth, pred = _hand_made_masks()
-    result, _ = compute_metrics(truth, pred)
-    recorded = val_metrics(result)
-    assert recorded["ratio_mae"] == pytest.approx(0.1875)
-    assert (recorded["grade_exact"], recorded["grade_within_one"]) == (0.0, 0.5)
-    assert recorded["num_images"] == 2
-
-
-def test_predict_masks_is_serving_path(tf_few_threads):
-    import keras
-
-    from segserve.predictor import Predictor
-    from tests.servers import tiny_model
-    from training.train import predict_masks
-
-    keras.utils.set_random_seed(2)
-    model = tiny_model("unet")
-    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    for flip in (False, True):
-        probs = Predictor(model, flip=flip).probabilities(images)
-        expected = probs.argmax(axis=-1).astype(np.uint8)  # at the model's size the server's mask is the argmax
-        masks = predict_masks(model, images, batch_size=2, flip=flip)
-        assert masks.dtype == np.uint8 and masks.shape == (5, 32, 32)
-        np.testing.assert_array_equal(masks, expected)

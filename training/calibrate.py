@@ -4,8 +4,8 @@ flag the photos that carry the error of the corroded share.
     python -m training.calibrate --data ../shared/datasets/corrosion-pipes --split val [--write]
 
 For each model and for the ensemble (the mean of both models' probabilities), per photo and through the
-functions the server calls (``training.compare.answer``: the model service's prediction and wire format,
-``inference.segmentation``): the softmax confidence (``review.confidence_of``), the photo's quality
+functions the server calls (``training.prediction.answer``: the model service's prediction and wire format,
+``pipeline.postprocess``): the softmax confidence (``review.confidence_of``), the photo's quality
 (``review.image_quality``), the agreement of the two models' masks (``review.agreement``), the photo's mean IoU
 (as the Evaluate RPC computes it) and the absolute error of its corrosion_asset_ratio. It reports Spearman rank
 correlations between the signals and the errors, and chooses:
@@ -47,10 +47,11 @@ from segserve import architectures, imaging, metrics, review, store
 from segserve.errors import SegServeError
 from segserve.predictor import Prediction, pack, unpack
 from segserve.review import ReviewThresholds
-from training.compare import ENSEMBLE, Option, Sample, answer, load_models, load_split, masks, run_option
-from training.data import DatasetError
-from training.export import val_metrics
-from training.report import DISPLAY_NAMES, compute_metrics
+from training.data import DatasetError, Sample, load_samples
+from training.formatting import display_name, percent
+from training.metadata import val_metrics
+from training.prediction import ENSEMBLE, Option, answer, answer_masks, run_option
+from training.sources import load_releases
 
 DEFAULT_OUT = Path("docs/results/review_calibration.md")
 CONFIDENCE_THRESHOLDS = tuple(round(0.4 + 0.05 * i, 2) for i in range(12))  # 0.40 .. 0.95
@@ -97,7 +98,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 def photos(samples: Sequence[Sample], predictions: Sequence[Prediction], agreements: Sequence[float]) -> list[Photo]:
     """The calibration signals of one option's answers, computed as the server computes them: the answer
-    (``training.compare.answer``: wire format and ``inference.segmentation``), its confidence
+    (``training.prediction.answer``: wire format and ``pipeline.postprocess``), its confidence
     (``review.confidence_of`` of the model-size prediction, at every candidate threshold) and the photo's
     quality (``review.image_quality`` of the model input, with the photo's own shorter side)."""
     out = []
@@ -258,8 +259,8 @@ def calibrate_split(
 ) -> tuple[dict[str, ReviewThresholds], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Thresholds and calibration numbers per answer (each model; with two models ENSEMBLE, under the default
     model's confidence limits as served, and ENSEMBLE_OWN, with limits of its own), and the val metrics of the
-    answers: ``metrics.ratio_agreement`` per model, and with two models the ensemble's full ``val_metrics``
-    (``training.export.val_metrics`` layout) under ENSEMBLE."""
+    answers (``metrics.table``): the inspector's numbers (``metrics.RATIO_KEYS``) per model, and with two models
+    the ensemble's full ``val_metrics`` (``training.metadata.val_metrics``) under ENSEMBLE."""
     names = list(models)
     predictions = {n: [run_option(Option((n,), False), models, s.model_input[None]) for s in samples] for n in names}
     if len(names) > 1:
@@ -297,10 +298,12 @@ def calibrate_split(
         errors = np.array([photo.ratio_error for photo in items[key]])
         numbers[key]["with_default_thresholds"] = _split_errors(errors, flags(items[key], base, ensemble))
     truths = [s.truth for s in samples]
-    val: dict[str, dict[str, Any]] = {n: metrics.ratio_agreement(truths, masks(predictions[n], samples)) for n in names}
+    val: dict[str, dict[str, Any]] = {}
+    for n in names:
+        scores = metrics.table(truths, answer_masks(predictions[n], samples))
+        val[n] = {k: scores[k] for k in metrics.RATIO_KEYS}
     if len(names) > 1:
-        result, _ = compute_metrics(truths, masks(both, samples))
-        val[ENSEMBLE] = val_metrics({**result, "split": split})
+        val[ENSEMBLE] = val_metrics(metrics.table(truths, answer_masks(both, samples)), split)
     return chosen, numbers, val
 
 
@@ -334,14 +337,8 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:+.{digits}f}"
 
 
-def _pts(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
-
-
 def _label(key: str) -> str:
-    return {ENSEMBLE: "ensemble (as served)", ENSEMBLE_OWN: "ensemble (own limits)"}.get(
-        key, DISPLAY_NAMES.get(key, key)
-    )
+    return {ENSEMBLE: "ensemble (as served)", ENSEMBLE_OWN: "ensemble (own limits)"}.get(key, display_name(key))
 
 
 def render(chosen: dict[str, ReviewThresholds], numbers: dict[str, dict[str, Any]], ratio: dict, command: str) -> str:
@@ -416,11 +413,11 @@ def render(chosen: dict[str, ReviewThresholds], numbers: dict[str, dict[str, Any
         h = n.get("held_out") or {}
         lines.append(
             f"| {_label(key)} | {n['flagged']} / {n['unflagged']} "
-            f"| {_pts(n['flagged_ratio_mae'])} / {_pts(n['unflagged_ratio_mae'])} "
-            f"| {_pts(n['flagged_share_of_ratio_error'])}% "
+            f"| {percent(n['flagged_ratio_mae'])} / {percent(n['unflagged_ratio_mae'])} "
+            f"| {percent(n['flagged_share_of_ratio_error'])}% "
             f"| {h.get('flagged', 'n/a')} / {h.get('unflagged', 'n/a')} "
-            f"| {_pts(h.get('flagged_ratio_mae'))} / {_pts(h.get('unflagged_ratio_mae'))} "
-            f"| {_pts(h.get('flagged_share_of_ratio_error'))}% | {_pts(n['ratio_mae'])} "
+            f"| {percent(h.get('flagged_ratio_mae'))} / {percent(h.get('unflagged_ratio_mae'))} "
+            f"| {percent(h.get('flagged_share_of_ratio_error'))}% | {percent(n['ratio_mae'])} "
             f"| {', '.join(n['flagged_ids'])} |"
         )
     defaults = ReviewThresholds()
@@ -438,8 +435,8 @@ def render(chosen: dict[str, ReviewThresholds], numbers: dict[str, dict[str, Any
         if d:
             lines.append(
                 f"| {_label(key)} | {d['flagged']} / {d['unflagged']} "
-                f"| {_pts(d['flagged_ratio_mae'])} / {_pts(d['unflagged_ratio_mae'])} "
-                f"| {_pts(d['flagged_share_of_ratio_error'])}% |"
+                f"| {percent(d['flagged_ratio_mae'])} / {percent(d['unflagged_ratio_mae'])} "
+                f"| {percent(d['flagged_share_of_ratio_error'])}% |"
             )
     if ratio:
         lines += [
@@ -451,13 +448,14 @@ def render(chosen: dict[str, ReviewThresholds], numbers: dict[str, dict[str, Any
         ]
         for name, r in ratio.items():
             lines.append(
-                f"| {_label(name)} | {_pts(r['ratio_mae'])} | {_pts(r['grade_exact'])}% "
-                f"| {_pts(r['grade_within_one'])}% |"
+                f"| {_label(name)} | {percent(r['ratio_mae'])} | {percent(r['grade_exact'])}% "
+                f"| {percent(r['grade_within_one'])}% |"
             )
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The calibrate options."""
     p = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
     p.add_argument("--split", default="val", help="train, val or test (default val)")
@@ -473,9 +471,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def calibrate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Calibrate on the split, print the report, and with --write record it; returns the numbers."""
-    models, metas = load_models(args.release_dir)
+    models, metas = load_releases(args.release_dir, architectures.SHIPPED)
     size = int(next(iter(metas.values())).get("input_size") or imaging.MODEL_INPUT_SIZE)
-    samples = load_split(args.data, args.split, size, args.seed, args.limit)
+    samples = load_samples(args.data, args.split, size, args.seed, args.limit)
     print(f"calibrating on {len(samples)} {args.split} photos of {args.data}", flush=True)
     chosen, numbers, ratio = calibrate_split(models, samples, args.split)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -493,6 +491,7 @@ def calibrate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run ``python -m training.calibrate`` with ``argv`` (default: the command line)."""
     try:
         calibrate(parse_args(argv), argv)
     except (SegServeError, DatasetError) as exc:

@@ -3,13 +3,13 @@ and the ensemble of both models (the mean of their probabilities), with what eac
 
     python -m training.compare --data ../shared/datasets/corrosion-pipes --split val
 
-Every option goes through serving's path: the photo resized to the model's input, the model service's
-``Predictor.predict`` (``predict_ensemble`` for the ensemble) and wire format, and ``inference.segmentation``,
-which brings the mask back to the photo's own size; it is scored against the photo's own ground truth with
-``training.report.compute_metrics`` (the training report's numbers). Model time is that of the model service's
-call. All rows are measured in one process,
-photo by photo with the options interleaved, so that a load on the machine weighs on every row alike. Prints
-the table and writes it, with the command, into ``docs/results/inference_options.md`` (``--out``).
+Every option goes through serving's path (``training.prediction``): the photo resized to the model's input, the
+model service's ``Predictor.predict`` (``predict_ensemble`` for the ensemble) and wire format, and
+``pipeline.postprocess``, which brings the mask back to the photo's own size; it is scored against the photo's
+own ground truth with ``segserve.metrics.table`` (the training report's numbers). Model time is that of the model
+service's call. All rows are measured in one process, photo by photo with the options interleaved, so that a
+load on the machine weighs on every row alike. Prints the table and writes it, with the command, into
+``docs/results/inference_options.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -20,104 +20,29 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segserve import architectures, imaging, inference, metrics, store
+from segserve import architectures, imaging, metrics, store
 from segserve.classes import CLASS_NAMES
 from segserve.errors import SegServeError
-from segserve.predictor import Prediction, Predictor, pack, predict_ensemble, unpack
-from segserve.review import ReviewThresholds
-from training.data import DatasetError, find_pairs, split_pairs
-from training.report import DISPLAY_NAMES, compute_metrics
+from segserve.predictor import Prediction
+from training.compute import set_threads
+from training.data import DatasetError, Sample, load_samples
+from training.formatting import percent, plain
+from training.prediction import ENSEMBLE, Option, answer_masks, run_option
+from training.sources import load_releases
 
 DEFAULT_OUT = Path("docs/results/inference_options.md")
-ENSEMBLE = "ensemble"
 NAMES = architectures.SHIPPED
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One photo of a split as serving sees it: the photo and its truth at their own size, and the model input."""
-
-    id: str
-    image: np.ndarray  # RGB uint8 (H, W, 3)
-    truth: np.ndarray  # class ids uint8 (H, W)
-    model_input: np.ndarray  # RGB uint8 (S, S, 3)
-
-
-@dataclass(frozen=True)
-class Option:
-    """A way to answer: the mean of the probabilities of ``models`` (one or both), each with or without flip."""
-
-    models: tuple[str, ...]
-    flip: bool
-
-    @property
-    def name(self) -> str:
-        base = ENSEMBLE if len(self.models) > 1 else self.models[0]
-        return base + ("+flip" if self.flip else "")
-
-    @property
-    def label(self) -> str:
-        base = "ensemble" if len(self.models) > 1 else DISPLAY_NAMES.get(self.models[0], self.models[0])
-        return base + (" + flip TTA" if self.flip else "")
-
-    @property
-    def passes(self) -> int:
-        """Forward passes per photo."""
-        return len(self.models) * (2 if self.flip else 1)
 
 
 def options(names: Sequence[str] = NAMES) -> list[Option]:
     """Each model plain and with flip, then the ensemble plain and with flip."""
     rows = [Option((n,), flip) for n in names for flip in (False, True)]
     return rows + [Option(tuple(names), False), Option(tuple(names), True)] if len(names) > 1 else rows
-
-
-def load_split(data_dir: str | Path, split: str, size: int, seed: int = 0, limit: int = 0) -> list[Sample]:
-    """The photos and ground truths of a split at their own size (as a request would bring them)."""
-    splits = split_pairs(find_pairs(data_dir), data_dir, seed)
-    if split not in splits or not splits[split]:
-        raise DatasetError(f"{data_dir} has no {split} split; it has {', '.join(sorted(splits))}")
-    samples = []
-    for pair in splits[split][: limit or None]:
-        image, truth = imaging.read_image(str(pair.image)), imaging.read_mask(str(pair.mask))
-        if image.shape[:2] != truth.shape:
-            raise DatasetError(f"{pair.image} and {pair.mask} differ in size")
-        samples.append(Sample(pair.id, image, truth, imaging.resize_image(image, size)))
-    return samples
-
-
-def load_models(release_dir: str | Path, names: Sequence[str] = NAMES) -> tuple[dict[str, Any], dict[str, dict]]:
-    """The shipped releases: ({name: keras model}, {name: metadata}); they must share one input size."""
-    models, metas = {}, {}
-    for name in names:
-        models[name], metas[name] = store.load_release(name, release_dir)
-    sizes = {int(m.get("input_size") or imaging.MODEL_INPUT_SIZE) for m in metas.values()}
-    if len(sizes) != 1:
-        raise SystemExit(f"error: the models have different input sizes {sorted(sizes)}; an ensemble needs one")
-    return models, metas
-
-
-def run_option(option: Option, models: dict[str, Any], images: np.ndarray) -> Prediction:
-    """The model service's prediction for model inputs (N, S, S, 3) uint8: ``Predictor.predict`` of one model,
-    or ``predict_ensemble`` of both (the mean of their probabilities, each member's class ids kept)."""
-    predictors = [Predictor(models[name], flip=option.flip) for name in option.models]
-    return predictors[0].predict(images) if len(predictors) == 1 else predict_ensemble(predictors, images)
-
-
-def answer(
-    sample: Sample, prediction: Prediction, thresholds: ReviewThresholds | None = None, name: str = ""
-) -> inference.Segmentation:
-    """What the server answers for a photo given the model service's prediction (a batch of one): the wire
-    format (``pack``/``unpack``), then ``inference.segmentation``, the very functions the server calls."""
-    prepared = inference.Prepared(image=sample.image, model_input=sample.model_input)
-    wire = unpack(pack(prediction))
-    return inference.segmentation(prepared, wire, name, "", 0.0, thresholds or ReviewThresholds())
 
 
 def predict(
@@ -141,30 +66,30 @@ def predict(
     return predictions, seconds
 
 
-def masks(predictions: Sequence[Prediction], samples: Sequence[Sample]) -> list[np.ndarray]:
-    """The answers' class masks, at each photo's own size."""
-    return [answer(s, p).mask for p, s in zip(predictions, samples, strict=True)]
-
-
 def row(option: Option, predictions: Sequence[Prediction], seconds: Sequence[float], samples: Sequence[Sample]) -> dict:
     """One table row: the report's metrics of the option's answers, and its model time per photo."""
-    result, cms = compute_metrics([s.truth for s in samples], masks(predictions, samples))
-    std, avg = result["standard"], result["per_image"]
-    ratios = result["ratios"]
+    scores = metrics.table([s.truth for s in samples], answer_masks(predictions, samples))
+    rows, images = scores["per_class"], scores["images"]
     return {
         "option": option.name,
         "label": option.label,
         "passes": option.passes,
-        "iou": {c: std["per_class"][c]["iou"] for c in CLASS_NAMES},
-        "mean_iou": std["mean_iou"],
-        "per_image_iou": {c: avg["per_class"][c]["iou"] for c in CLASS_NAMES},
-        "per_image_mean_iou": avg["mean_iou"],
-        **result["ratio_agreement"],
+        **plain(
+            {
+                "iou": {r["name"]: r["iou"] for r in rows},
+                "mean_iou": scores["mean_iou"],
+                "per_image_iou": {r["name"]: r["per_image_iou"] for r in rows},
+                "per_image_mean_iou": scores["per_image_mean_iou"],
+                **{k: scores[k] for k in metrics.RATIO_KEYS},
+            }
+        ),
         "ms_per_image": 1000 * float(np.median(seconds)),
         "ms_per_image_mean": 1000 * float(np.mean(seconds)),
         # per photo, for paired comparisons: mean IoU as the Evaluate RPC gives it, and the ratio's error
-        "photo_mean_iou": [metrics.nanmean(metrics.iou(cm)) for cm in cms],
-        "photo_ratio_error": [abs(t - p) for t, p in zip(ratios["truth"], ratios["predicted"], strict=True)],
+        "photo_mean_iou": images["mean_iou"],
+        "photo_ratio_error": [
+            abs(t - p) for t, p in zip(images["truth_ratio"], images["predicted_ratio"], strict=True)
+        ],
     }
 
 
@@ -184,10 +109,6 @@ def paired(a: Sequence[float], b: Sequence[float], seed: int = 0, resamples: int
     }
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
-
-
 def table(rows: Sequence[dict]) -> str:
     """Markdown table of the rows."""
     classes = " / ".join(CLASS_NAMES)
@@ -197,12 +118,12 @@ def table(rows: Sequence[dict]) -> str:
         "|---|---:|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        iou = " / ".join(_pct(r["iou"][c]) for c in CLASS_NAMES)
-        per_image = " / ".join(_pct(r["per_image_iou"][c]) for c in CLASS_NAMES)
+        iou = " / ".join(percent(r["iou"][c]) for c in CLASS_NAMES)
+        per_image = " / ".join(percent(r["per_image_iou"][c]) for c in CLASS_NAMES)
         lines.append(
-            f"| {r['label']} | {r['passes']} | {iou} | {_pct(r['mean_iou'])} | {per_image} "
-            f"| {_pct(r['per_image_mean_iou'])} | {_pct(r['ratio_mae'])} | {_pct(r['grade_exact'])}% "
-            f"| {_pct(r['grade_within_one'])}% | {r['ms_per_image']:.0f} |"
+            f"| {r['label']} | {r['passes']} | {iou} | {percent(r['mean_iou'])} | {per_image} "
+            f"| {percent(r['per_image_mean_iou'])} | {percent(r['ratio_mae'])} | {percent(r['grade_exact'])}% "
+            f"| {percent(r['grade_within_one'])}% | {r['ms_per_image']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -243,7 +164,7 @@ def render(rows: Sequence[dict], command: str, split: str, n_images: int) -> str
         "# Inference options: plain, horizontal-flip TTA, ensemble",
         "",
         f"{n_images} photos of the {split} split, the shipped releases (`models/`), through serving's path",
-        "(`Predictor.predict` or `predict_ensemble`, the model service's wire format, `inference.segmentation`",
+        "(`Predictor.predict` or `predict_ensemble`, the model service's wire format, `pipeline.postprocess`",
         "back at the photo's own size). IoU: dataset-level from the summed",
         "confusion matrix; per-image: the original project's smoothed per-image average. Ratio MAE: mean absolute",
         "error of the corroded share of the asset (corrosion_asset_ratio), in percentage points; grade: ASTM D610",
@@ -270,6 +191,7 @@ def render(rows: Sequence[dict], command: str, split: str, n_images: int) -> str
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The compare options."""
     p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
     p.add_argument("--split", default="val", help="train, val or test (default val)")
@@ -281,20 +203,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def set_threads(threads: int) -> None:
-    if threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
 def compare(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dict]:
     """Measure every option on the split; print the table, write the report; returns the rows."""
     set_threads(args.threads)
-    models, metas = load_models(args.release_dir)
+    models, metas = load_releases(args.release_dir, NAMES)
     size = int(next(iter(metas.values())).get("input_size") or imaging.MODEL_INPUT_SIZE)
-    samples = load_split(args.data, args.split, size, args.seed, args.limit)
+    samples = load_samples(args.data, args.split, size, args.seed, args.limit)
     rows_to_run = options(list(models))
     print(f"{len(rows_to_run)} options on {len(samples)} {args.split} photos of {args.data}", flush=True)
     predictions, seconds = predict(rows_to_run, models, samples)
@@ -313,6 +227,7 @@ def compare(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run ``python -m training.compare`` with ``argv`` (default: the command line)."""
     try:
         compare(parse_args(argv), argv)
     except (SegServeError, DatasetError) as exc:

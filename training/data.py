@@ -2,6 +2,11 @@
 
 A dataset folder holds ``original/ORI_NNN.png`` and ``ground_truth/GT_NNN.png``, paired by NNN, and
 optionally ``train.txt`` / ``val.txt`` (one NNN a line).
+
+Every pair is decoded by :func:`read_pair`; :func:`load_arrays` brings pairs to the model's input size (the
+arrays training, evaluation and the reports use), :func:`load_samples` keeps each photo at its own size beside
+its model input (as a request brings it). :func:`split_of` picks a named split, :func:`pairs_by_id` the pairs a
+run recorded.
 """
 
 from __future__ import annotations
@@ -95,6 +100,43 @@ def split_pairs(pairs: list[Pair], data_dir: str | Path, seed: int = 0) -> dict[
     }
 
 
+def pairs_by_id(data_dir: str | Path, ids: list[str], what: str = "ids") -> list[Pair]:
+    """The pairs of ``ids`` in that order (e.g. the val ids a run recorded); DatasetError names any missing."""
+    by_id = {p.id: p for p in find_pairs(data_dir)}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise DatasetError(f"{what} missing from {data_dir}: {', '.join(missing)}")
+    return [by_id[i] for i in ids]
+
+
+def split_of(data_dir: str | Path, split: str, seed: int = 0, limit: int = 0) -> list[Pair]:
+    """The pairs of a named split (``limit``: only its first N); DatasetError when the dataset has none."""
+    splits = split_pairs(find_pairs(data_dir), data_dir, seed)
+    if split not in splits or not splits[split]:
+        raise DatasetError(f"{data_dir} has no {split} split; it has {', '.join(sorted(splits))}")
+    return splits[split][: limit or None]
+
+
+def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a pair at its own size: RGB uint8 (H, W, 3) and class ids uint8 (H, W).
+
+    Raises DatasetError naming the unreadable file, or both files when the photo and mask differ in size.
+    """
+    try:
+        image = imaging.read_image(str(pair.image))
+    except (SegServeError, OSError) as exc:
+        raise DatasetError(f"{pair.image}: {exc}") from exc
+    try:
+        mask = imaging.read_mask(str(pair.mask))
+    except (SegServeError, OSError) as exc:
+        raise DatasetError(f"{pair.mask}: {exc}") from exc
+    if image.shape[:2] != mask.shape:
+        raise DatasetError(
+            f"{pair.image} is {image.shape[1]}x{image.shape[0]} but {pair.mask} is {mask.shape[1]}x{mask.shape[0]}"
+        )
+    return image, mask
+
+
 def load_arrays(pairs: list[Pair], size: int = imaging.MODEL_INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Decode and resize pairs: images uint8 (N, size, size, 3) RGB, masks uint8 (N, size, size) class ids.
 
@@ -103,22 +145,39 @@ def load_arrays(pairs: list[Pair], size: int = imaging.MODEL_INPUT_SIZE) -> tupl
     images, masks, problems = [], [], []
     for pair in pairs:
         try:
-            image = imaging.read_image(str(pair.image))
-        except (SegServeError, OSError) as exc:
-            problems.append(f"{pair.image}: {exc}")
-            continue
-        try:
-            mask = imaging.read_mask(str(pair.mask))
-        except (SegServeError, OSError) as exc:
-            problems.append(f"{pair.mask}: {exc}")
-            continue
-        if image.shape[:2] != mask.shape:
-            problems.append(
-                f"{pair.image} is {image.shape[1]}x{image.shape[0]} but {pair.mask} is {mask.shape[1]}x{mask.shape[0]}"
-            )
+            image, mask = read_pair(pair)
+        except DatasetError as exc:
+            problems.append(str(exc))
             continue
         images.append(imaging.resize_image(image, size))
         masks.append(imaging.resize_mask(mask, size))
     if problems:
         raise DatasetError(f"{len(problems)} unusable file(s):\n  " + "\n  ".join(problems))
     return np.stack(images), np.stack(masks)
+
+
+def load_split(
+    data_dir: str | Path, split: str, limit: int = 0, *, size: int = imaging.MODEL_INPUT_SIZE, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of a named split (:func:`split_of`, then :func:`load_arrays`): images and masks at ``size``."""
+    return load_arrays(split_of(data_dir, split, seed, limit), size)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One photo of a split as serving sees it: the photo and its truth at their own size, and the model input."""
+
+    id: str
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+    truth: np.ndarray  # class ids uint8 (H, W)
+    model_input: np.ndarray  # RGB uint8 (S, S, 3)
+
+
+def load_samples(data_dir: str | Path, split: str, size: int, seed: int = 0, limit: int = 0) -> list[Sample]:
+    """The photos and ground truths of a named split at their own size (as a request would bring them), each
+    with its model input at ``size``."""
+    samples = []
+    for pair in split_of(data_dir, split, seed, limit):
+        image, truth = read_pair(pair)
+        samples.append(Sample(pair.id, image, truth, imaging.resize_image(image, size)))
+    return samples

@@ -12,16 +12,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from segserve import imaging, store
+from segserve import architectures, imaging, store
 from segserve.errors import SegServeError
-from training.data import DatasetError, find_pairs, load_arrays, split_pairs
+from training.data import DatasetError, load_arrays, split_of
+from training.formatting import percent
+from training.prediction import predict_masks
 from training.report import write_evaluation
-from training.train import predict_masks
+from training.sources import from_release, from_store
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The evaluation options."""
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, choices=list(store.ARCHITECTURES))
+    p.add_argument("--model", required=True, choices=list(architectures.NAMES))
     p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
     p.add_argument("--split", default="val", help="train, val or test (default val)")
     p.add_argument("--out", default=None, help="report folder (default reports/<model>-<split>)")
@@ -38,24 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_model(name: str, release: bool, release_dir: str | Path) -> tuple[Any, dict[str, Any], str]:
-    """(keras model, metadata, description of where it came from) from the store or the release files."""
-    if release:
-        model, meta = store.load_release(name, release_dir)
-        return model, meta, f"release {Path(release_dir) / name}.weights.npz"
-    model, info = store.load_from_store(name)
-    return model, dict(info.metadata), f"BentoML store {store.store_name(name)}:{info.version}"
-
-
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Predict the split with the model and write the report; returns the metrics.json dict."""
-    splits = split_pairs(find_pairs(args.data), args.data, args.seed)
-    if args.split not in splits or not splits[args.split]:
-        raise DatasetError(f"{args.data} has no {args.split} split; it has {', '.join(sorted(splits))}")
-    pairs = splits[args.split][: args.limit or None]
-
-    model, meta, source = load_model(args.model, args.release, args.release_dir)
-    size = args.input_size or int(meta.get("input_size") or imaging.MODEL_INPUT_SIZE)
+    pairs = split_of(args.data, args.split, args.seed, args.limit)
+    loaded = from_release(args.model, args.release_dir) if args.release else from_store(args.model)
+    model, meta, source = loaded.model, loaded.metadata, loaded.source
+    size = args.input_size or loaded.input_size
     print(f"evaluating {source} on {len(pairs)} {args.split} images of {args.data} at {size}x{size}", flush=True)
     images, truth = load_arrays(pairs, size)
     pred = predict_masks(model, images)
@@ -77,8 +68,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _pct(value: float | None) -> str:
-    return "  n/a " if value is None else f"{100 * value:6.2f}"
+def _column(value: float | None) -> str:
+    """A share as a percentage in a six-character column."""
+    return percent(value, width=6, missing="  n/a ")
 
 
 def print_summary(result: dict[str, Any]) -> None:
@@ -87,26 +79,24 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"{'class':<12}{'IoU':>8}{'Dice':>8}{'prec.':>8}{'recall':>8}   per-image IoU  Dice")
     for name, c in std["per_class"].items():
         a = avg["per_class"][name]
-        print(
-            f"{name:<12}{_pct(c['iou']):>8}{_pct(c['dice']):>8}{_pct(c['precision']):>8}{_pct(c['recall']):>8}"
-            f"   {_pct(a['iou']):>13}{_pct(a['dice']):>6}"
-        )
+        standard = "".join(f"{_column(c[k]):>8}" for k in ("iou", "dice", "precision", "recall"))
+        print(f"{name:<12}{standard}   {_column(a['iou']):>13}{_column(a['dice']):>6}")
     print(
-        f"{'mean':<12}{_pct(std['mean_iou']):>8}{_pct(std['mean_dice']):>8}{'':16}"
-        f"   {_pct(avg['mean_iou']):>13}{_pct(avg['mean_dice']):>6}"
+        f"{'mean':<12}{_column(std['mean_iou']):>8}{_column(std['mean_dice']):>8}{'':16}"
+        f"   {_column(avg['mean_iou']):>13}{_column(avg['mean_dice']):>6}"
     )
-    print(f"pixel accuracy {_pct(std['pixel_accuracy']).strip()}% over {result['num_images']} images", flush=True)
+    print(f"pixel accuracy {percent(std['pixel_accuracy'])}% over {result['num_images']} images", flush=True)
     ratio = result.get("ratio_agreement")
     if ratio:
         print(
-            f"corroded share of the asset: mean absolute error {_pct(ratio['ratio_mae']).strip()} points; "
-            f"rust grade exact {_pct(ratio['grade_exact']).strip()}%, "
-            f"within one {_pct(ratio['grade_within_one']).strip()}%",
+            f"corroded share of the asset: mean absolute error {percent(ratio['ratio_mae'])} points; "
+            f"rust grade exact {percent(ratio['grade_exact'])}%, within one {percent(ratio['grade_within_one'])}%",
             flush=True,
         )
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run ``python -m training.evaluate`` with ``argv`` (default: the command line)."""
     try:
         evaluate(parse_args(argv))
     except (SegServeError, DatasetError) as exc:

@@ -23,235 +23,78 @@ from the next server start; ``segserve rollback <model>`` serves the previous on
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import shlex
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from segserve import imaging, metrics, store
-from segserve.errors import ModelNotInStore, SegServeError
-from training import train
-from training.data import DatasetError
+import numpy as np
 
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+from segserve import metrics, store
+from segserve.errors import SegServeError
+from training import loop
+from training.compute import as_float32, set_threads
+from training.data import DatasetError, load_arrays, pairs_by_id
+from training.formatting import percent
+from training.metadata import build_metadata, trained_on, val_metrics
+from training.prediction import predict_masks
+from training.sources import load_run_model, load_start
+
 IMPORT_CHOICES = ("auto", "always", "never")
 
 
-# ----------------------------------------------------------------------------------------------- precision
+def held_out_metrics(model: Any, images: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """The metrics of a model on held-out photos through serving's path (``training.prediction.predict_masks``),
+    in the layout of a release's ``val_metrics`` (``training.metadata.val_metrics``), ratio agreement included."""
+    return val_metrics(metrics.table(truth, predict_masks(model, images)), "val")
 
 
-def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has bfloat16 instructions (avx512_bf16 or amx_bf16 among its /proc/cpuinfo flags)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return any(flag in line.split() for flag in BF16_CPU_FLAGS)
-    return False
-
-
-def resolve_precision(choice: str) -> str:
-    """``auto | float32 | mixed_bfloat16`` -> the Keras dtype policy to train under."""
-    if choice == "auto":
-        return "mixed_bfloat16" if cpu_has_bf16() else "float32"
-    if choice not in ("float32", "mixed_bfloat16"):
-        raise ValueError(f"unknown precision {choice!r}; choose auto, float32 or mixed_bfloat16")
-    return choice
-
-
-@contextlib.contextmanager
-def float32_policy() -> Iterator[None]:
-    """Build layers in float32 whatever the global Keras dtype policy is, and restore it after."""
-    import keras
-
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
-
-
-def as_float32(name: str, model, builder_kwargs: dict[str, Any] | None = None):
-    """The same architecture rebuilt in float32 with ``model``'s weights: what the server loads and runs.
-
-    A model trained under ``mixed_bfloat16`` computes in bfloat16 when saved as it is; its variables are
-    float32 already, so copying them loses nothing.
-    """
-    from segserve.models import build_model
-
-    with float32_policy():
-        fresh = build_model(name, **(builder_kwargs or {}))
-    try:
-        fresh.set_weights(model.get_weights())
-    except ValueError as exc:
-        raise SegServeError(f"the start model is not a {name} built with {builder_kwargs or {}}: {exc}") from exc
-    return fresh
-
-
-# ----------------------------------------------------------------------------------------------- start
-
-
-@dataclass
-class StartModel:
-    """The model a fine-tune starts from, in float32.
-
-    description: where it came from, as recorded in the new version's ``trained_from``.
-    """
-
-    model: Any
-    metadata: dict[str, Any]
-    description: str
-    builder_kwargs: dict[str, Any] = field(default_factory=dict)
-    input_size: int = imaging.MODEL_INPUT_SIZE
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory when it lies under it, else absolute."""
-    path = path.resolve()
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _from_release(name: str, release_dir: Path) -> StartModel:
-    with float32_policy():
-        model, meta = store.load_release(name, release_dir)
-    _, meta_path = store.release_paths(name, release_dir)
-    description = f"release {_shown(meta_path)} (trained_at {meta.get('trained_at', 'unknown')})"
-    return StartModel(
-        model=model,
-        metadata=meta,
-        description=description,
-        builder_kwargs=dict(meta.get("builder_kwargs") or {}),
-        input_size=int(meta.get("input_size") or imaging.MODEL_INPUT_SIZE),
-    )
-
-
-def _from_store(name: str, spec: str) -> StartModel:
-    import bentoml
-    import keras
-    from bentoml.exceptions import BentoMLException, NotFound
-
-    import segserve.models  # noqa: F401  (registers the custom layers)
-
-    if spec == "store":
-        ref = store.store_ref(name)
-    else:
-        tag_name, _, version = spec.partition(":")
-        if tag_name != store.store_name(name):
-            raise SegServeError(f"--init-from {spec} is not a version of {store.store_name(name)}")
-        try:
-            ref = bentoml.models.get(f"{tag_name}:{version or 'latest'}")
-        except (NotFound, BentoMLException) as exc:
-            raise ModelNotInStore(f"{spec} is not in the BentoML model store: {exc}") from exc
-    meta = dict(ref.info.metadata)
-    builder_kwargs = dict(meta.get("builder_kwargs") or {})
-    with float32_policy():
-        loaded = keras.saving.load_model(ref.path_of(store.MODEL_FILE), compile=False)
-    return StartModel(
-        model=as_float32(name, loaded, builder_kwargs),
-        metadata=meta,
-        description=str(ref.tag),
-        builder_kwargs=builder_kwargs,
-        input_size=int(meta.get("input_size") or imaging.MODEL_INPUT_SIZE),
-    )
-
-
-def load_start(name: str, spec: str) -> StartModel:
-    """The start model of ``--init-from SPEC``: ``release``, a release folder (or one of its files), ``store``
-    (the served version) or ``corrosion-<name>:VERSION``."""
-    if spec == "release":
-        return _from_release(name, store.DEFAULT_RELEASE_DIR)
-    path = Path(spec)
-    if path.exists():
-        if path.is_file():
-            expected = store.release_paths(name, path.parent)
-            if path.resolve() not in {p.resolve() for p in expected}:
-                raise SegServeError(f"--init-from {spec}: a {name} release is {expected[1].name} + {expected[0].name}")
-            path = path.parent
-        return _from_release(name, path)
-    if spec == "store" or spec.startswith("corrosion-"):
-        return _from_store(name, spec)
-    raise SegServeError(
-        f"--init-from {spec}: neither an existing release folder nor a store model (release, a folder holding "
-        f"{name}.json and {name}.weights.npz, store, or {store.store_name(name)}:VERSION)"
-    )
-
-
-# ----------------------------------------------------------------------------------------------- evaluation
-
-
-def held_out_metrics(model, images, truth) -> dict[str, Any]:
-    """The metrics of a model on held-out photos, through serving's path (``training.train.predict_masks``),
-    in the layout of a release's ``val_metrics`` (``training.export.val_metrics``), ratio agreement included."""
-    from training.export import val_metrics
-    from training.report import compute_metrics
-
-    pred = train.predict_masks(model, images)
-    result, _ = compute_metrics(truth, pred)
-    result["split"] = "val"
-    summary = val_metrics(result)
-    for key, value in metrics.ratio_agreement(truth, pred).items():
-        summary.setdefault(key, value)
-    return summary
-
-
-# Rows of the side-by-side table: (label, getter, scale, decimals). Ratio MAE is in percentage points.
+# Rows of the side-by-side table: (label, getter). Shares read as percentages, ratio MAE in percentage points.
 def _class_iou(name: str):
     return lambda m: next((row.get("iou") for row in m.get("per_class", []) if row["name"] == name), None)
 
 
 COMPARISON_ROWS = (
-    ("mean IoU (%)", lambda m: m.get("mean_iou"), 100),
-    ("IoU corrosion (%)", _class_iou("corrosion"), 100),
-    ("IoU asset (%)", _class_iou("asset"), 100),
-    ("IoU background (%)", _class_iou("background"), 100),
-    ("per-image mean IoU (%)", lambda m: m.get("per_image_mean_iou"), 100),
-    ("pixel accuracy (%)", lambda m: m.get("pixel_accuracy"), 100),
-    ("ratio MAE (points, lower is better)", lambda m: m.get("ratio_mae"), 100),
-    ("grade exact (%)", lambda m: m.get("grade_exact"), 100),
-    ("grade within one (%)", lambda m: m.get("grade_within_one"), 100),
+    ("mean IoU (%)", lambda m: m.get("mean_iou")),
+    ("IoU corrosion (%)", _class_iou("corrosion")),
+    ("IoU asset (%)", _class_iou("asset")),
+    ("IoU background (%)", _class_iou("background")),
+    ("per-image mean IoU (%)", lambda m: m.get("per_image_mean_iou")),
+    ("pixel accuracy (%)", lambda m: m.get("pixel_accuracy")),
+    ("ratio MAE (points, lower is better)", lambda m: m.get("ratio_mae")),
+    ("grade exact (%)", lambda m: m.get("grade_exact")),
+    ("grade within one (%)", lambda m: m.get("grade_within_one")),
 )
 
 
 def comparison_rows(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(metric, start, fine-tuned, change) as formatted strings."""
     rows = []
-    for label, get, scale in COMPARISON_ROWS:
+    for label, get in COMPARISON_ROWS:
         a, b = get(before), get(after)
-        fa = "n/a" if a is None else f"{scale * a:.2f}"
-        fb = "n/a" if b is None else f"{scale * b:.2f}"
-        change = "" if a is None or b is None else f"{scale * (b - a):+.2f}"
-        rows.append((label, fa, fb, change))
+        change = "" if a is None or b is None else f"{100 * (b - a):+.2f}"
+        rows.append((label, percent(a), percent(b), change))
     return rows
 
 
 def comparison_markdown(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The side-by-side table in markdown."""
     lines = ["| metric | start | fine-tuned | change |", "|---|---:|---:|---:|"]
     lines += [f"| {label} | {a} | {b} | {c} |" for label, a, b, c in comparison_rows(before, after)]
     return "\n".join(lines)
 
 
 def print_comparison(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Print the side-by-side table."""
     print(f"{'held-out (val)':<38}{'start':>10}{'fine-tuned':>12}{'change':>9}")
     for label, a, b, c in comparison_rows(before, after):
         print(f"{label:<38}{a:>10}{b:>12}{c:>9}")
 
 
-# ----------------------------------------------------------------------------------------------- command
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = train.build_parser("python -m training.finetune", __doc__.split("\n")[0])
+    """training.train's options with fine-tuning defaults, and --import."""
+    parser = loop.build_parser("python -m training.finetune", __doc__.split("\n")[0])
     parser.set_defaults(
         init_from="release",
         epochs=10,
@@ -274,71 +117,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             action.help = "run folder (default runs/finetune-<model>)"
         if action.dest == "input_size":
             action.help = "side images are resized to (default: the start model's input_size)"
-    return train.parse_args(argv, parser)
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    return value
-
-
-def trained_on(config: dict[str, Any]) -> str:
-    """The data folder and how many photos trained and validated the model, from a run's config.json."""
-    data = Path(str(config["data"])).resolve()
-    return f"{data} ({len(config['train_ids'])} train / {len(config['val_ids'])} val photos)"
-
-
-def build_metadata(
-    start: StartModel, config: dict[str, Any], state: dict[str, Any], after: dict[str, Any], before: dict[str, Any]
-) -> dict[str, Any]:
-    """Store metadata of the fine-tuned version: where it came from, what it was trained on, its metrics."""
-    data = Path(str(config["data"])).resolve()
-    meta = {
-        "builder_kwargs": start.builder_kwargs,
-        "input_size": int(config["input_size"]),
-        "encoder_weights": start.metadata.get("encoder_weights"),
-        "val_metrics": after,
-        "start_val_metrics": before,
-        "trained_from": start.description,
-        "trained_on": trained_on(config),
-        "trained_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "precision": config.get("resolved_precision"),
-        "train_seconds": state.get("train_seconds"),
-        "best_epoch": state.get("best_epoch"),
-        "epochs_run": state.get("epoch"),
-        "dataset": data.name,
-        "train_ids": config["train_ids"],
-        "val_ids": config["val_ids"],
-    }
-    if start.metadata.get("review"):
-        meta["review"] = start.metadata["review"]
-    return _drop_none(meta)
+    return loop.parse_args(argv, parser)
 
 
 def finetune(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     """Fine-tune, compare on the held-out photos, import as asked; returns what finetune.json holds."""
-    from training.data import load_arrays
-    from training.export import val_pairs
-    from training.report import load_run_model
-
     name = args.model
     store.store_name(name)
-    if args.threads:  # before TensorFlow starts running anything, which loading the start model does
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_threads(args.threads)  # before TensorFlow starts running anything, which loading the start model does
     start = load_start(name, args.init_from)
     args.input_size = args.input_size or start.input_size
     if args.input_size % 16:
         raise SegServeError(f"input size {args.input_size} is not divisible by 16")
     args.out = args.out or f"runs/finetune-{name}"
-    run_dir = train.run(args, start=start)
+    run_dir = loop.run(args, start=start)
 
     config = json.loads((run_dir / "config.json").read_text())
     state = json.loads((run_dir / "state.json").read_text())
-    pairs = val_pairs(config, args.data)
+    pairs = pairs_by_id(args.data, config["val_ids"], "val ids of the run")
     images, truth = load_arrays(pairs, args.input_size)
     tuned = as_float32(name, load_run_model(run_dir), start.builder_kwargs)
     print(f"evaluating the start model and the fine-tuned one on {len(pairs)} held-out photos", flush=True)
@@ -349,7 +145,8 @@ def finetune(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     better = after["mean_iou"] > before["mean_iou"]
     tag = None
     if args.do_import == "always" or (args.do_import == "auto" and better):
-        metadata = build_metadata(start, config, state, after, before)
+        trained_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        metadata = build_metadata(config, state, after, trained_at, start=start, start_val=before)
         tag = store.save_to_store(tuned, name, metadata)
         decision = f"imported as {tag}, the version served from the next server start"
     elif args.do_import == "auto":
@@ -390,6 +187,7 @@ def finetune(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run ``python -m training.finetune`` with ``argv`` (default: the command line)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     command = shlex.join(["python", "-m", "training.finetune", *argv])

@@ -11,12 +11,9 @@ from pathlib import Path
 
 from segserve.architectures import SHIPPED as ARCHITECTURES
 from segserve.store import DEFAULT_RELEASE_DIR
-from training.report import DISPLAY_NAMES as LABELS
+from training.formatting import DISPLAY_NAMES as LABELS
+from training.formatting import percent
 from training.report import PUBLISHED
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 def results_table(release_dir: Path) -> str:
@@ -33,15 +30,16 @@ def results_table(release_dir: Path) -> str:
         meta = json.loads(path.read_text())
         val = meta["val_metrics"]
         for row in val["per_class"]:
-            published = PUBLISHED[name].get(row["name"])
-            pub_iou, pub_dice = (_pct(published["iou"]), _pct(published["dice"])) if published else ("", "")
+            published = PUBLISHED.get(name, {}).get(row["name"])
+            pub_iou, pub_dice = (percent(published["iou"]), percent(published["dice"])) if published else ("", "")
             lines.append(
-                f"| {LABELS[name]} | {row['name']} | {_pct(row.get('iou'))} | {_pct(row.get('dice'))} | "
-                f"{_pct(row.get('per_image_iou'))} | {_pct(row.get('per_image_dice'))} | {pub_iou} | {pub_dice} |"
+                f"| {LABELS[name]} | {row['name']} | {percent(row.get('iou'))} | {percent(row.get('dice'))} | "
+                f"{percent(row.get('per_image_iou'))} | {percent(row.get('per_image_dice'))} | {pub_iou} | {pub_dice} |"
             )
         notes.append(
-            f"- {LABELS[name]}: mean IoU {_pct(val.get('mean_iou'))}, pixel accuracy {_pct(val.get('pixel_accuracy'))}"
-            f" on {val.get('num_images')} val images; encoder weights `{meta.get('encoder_weights')}`; best epoch "
+            f"- {LABELS[name]}: mean IoU {percent(val.get('mean_iou'))}, pixel accuracy "
+            f"{percent(val.get('pixel_accuracy'))} on {val.get('num_images')} val images; encoder weights "
+            f"`{meta.get('encoder_weights')}`; best epoch "
             f"{meta.get('best_epoch')} of {meta.get('epochs_run')}; {meta.get('train_seconds', 0) / 60:.0f} min of "
             f"training; float16 masks match float32 on {100 * meta.get('float16_agreement', 0):.3f}% of val pixels."
         )
@@ -62,13 +60,14 @@ def inspector_table(release_dir: Path) -> str:
         if "ratio_mae" not in val:
             continue
         lines.append(
-            f"| {LABELS[name]} | {_pct(val['ratio_mae'])} | {_pct(val.get('grade_exact'))}% | "
-            f"{_pct(val.get('grade_within_one'))}% |"
+            f"| {LABELS[name]} | {percent(val['ratio_mae'])} | {percent(val.get('grade_exact'))}% | "
+            f"{percent(val.get('grade_within_one'))}% |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
+    """Print the tables of the releases in ``--release-dir``."""
     parser = argparse.ArgumentParser(prog="python -m training.results", description=__doc__.split("\n")[0])
     parser.add_argument("--release-dir", type=Path, default=DEFAULT_RELEASE_DIR)
     print(results_table(parser.parse_args().release_dir))

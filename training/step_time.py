@@ -15,6 +15,7 @@ from segserve import architectures
 
 
 def main() -> None:
+    """Time the steps and print the table."""
     parser = argparse.ArgumentParser(prog="python -m training.step_time", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=architectures.DEFAULT, choices=list(architectures.NAMES))
     parser.add_argument("--sizes", default="128,256", help="comma-separated crop sides, divisible by 16")

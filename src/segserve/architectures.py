@@ -83,6 +83,14 @@ ARCHITECTURES: dict[str, Architecture] = {
 NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 SHIPPED: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.values() if a.shipped)
 DEFAULT = SHIPPED[0]
+# The name requests use for the mean of several served models' probabilities, reported with their agreement.
+ENSEMBLE = "ensemble"
+
+
+def method_name(name: str) -> str:
+    """The Python identifier of a model name: the model service's batchable method for it (``unet-vgg16`` ->
+    ``unet_vgg16``)."""
+    return name.replace("-", "_")
 
 
 def get(name: str) -> Architecture:

@@ -29,16 +29,8 @@ class TokenAuth:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenAuth:
-        """The tokens of the settings: SEGSERVE_AUTH_TOKENS and the lines of SEGSERVE_AUTH_TOKENS_FILE."""
-        tokens = [t.strip() for t in settings.auth_tokens.split(",") if t.strip()]
-        if settings.auth_tokens_file:
-            path = Path(settings.auth_tokens_file)
-            try:
-                lines = path.read_text().splitlines()
-            except OSError as exc:
-                raise ValueError(f"SEGSERVE_AUTH_TOKENS_FILE={path} cannot be read: {exc}") from exc
-            tokens += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        return cls(tokens)
+        """The tokens of the settings (see ``tokens``)."""
+        return cls(tokens(settings))
 
     def check(self, authorization: str | None) -> None:
         """Raise Unauthenticated unless authentication is off or ``authorization`` carries a configured token."""
@@ -55,3 +47,17 @@ class TokenAuth:
             matched |= hmac.compare_digest(presented, known)
         if not matched:
             raise Unauthenticated("the token is not accepted by this server")
+
+
+def tokens(settings: Settings) -> list[str]:
+    """The accepted bearer tokens: SEGSERVE_AUTH_TOKENS, then the lines of SEGSERVE_AUTH_TOKENS_FILE (a line
+    starting with # is a comment). Raises ValueError if the file cannot be read."""
+    accepted = [t.strip() for t in settings.auth_tokens.split(",") if t.strip()]
+    if settings.auth_tokens_file:
+        path = Path(settings.auth_tokens_file)
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"SEGSERVE_AUTH_TOKENS_FILE={path} cannot be read: {exc}") from exc
+        accepted += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return accepted

@@ -130,15 +130,13 @@ def preflight() -> list[str]:
     import socket
 
     from segserve.auth import TokenAuth
-    from segserve.predictor import load_predictor
-    from segserve.store import served_model
+    from segserve.runtime import load_served
 
     settings = get_settings()
     problems = []
     for name in settings.model_names:
         try:
-            model_dir, info = served_model(name)
-            load_predictor(model_dir, settings.backend, info.input_size, settings.model_threads)
+            load_served(name, settings)
         except Exception as exc:
             problems.append(f"corrosion-{name} cannot be loaded on {settings.backend}: {exc}")
     for what, host, port in (("HTTP", "0.0.0.0", settings.http_port), ("gRPC", settings.grpc_host, settings.grpc_port)):

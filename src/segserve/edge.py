@@ -1,8 +1,9 @@
-"""What both transports do around every call, written once: authentication, admission by count, the
-deadline, the metrics of the call, and turning any failure into a segserve error with its status.
+"""What both transports do around every call, written once: authentication, admission (by count and by
+pixels), the deadline, telemetry, and turning any failure into a segserve error with its status.
 
-The gRPC servicer and the HTTP API each call ``Edge.call`` and only translate its result or error into
-their own messages and status codes (``segserve.errors.STATUSES``).
+The gRPC servicer and the HTTP API call ``Edge.segment``, ``Edge.evaluate`` and ``Edge.list_models`` and only
+translate their answers or errors into their own messages and status codes (``segserve.errors.STATUSES``).
+Inside, the request path is ``segserve.pipeline``; the served models are ``segserve.catalog``.
 """
 
 from __future__ import annotations
@@ -12,25 +13,137 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from segserve import imaging
+from segserve.admission import Admission
 from segserve.auth import TokenAuth
+from segserve.catalog import Catalog
 from segserve.errors import OK, DeadlineExceeded, Internal, SegServeError, Status, status_of
-from segserve.segmenter import Segmenter
+from segserve.pipeline import REVIEW_REASON_PREFIX, Pipeline, PredictFn, ServedModel
+from segserve.settings import Settings
+from segserve.telemetry import Telemetry, get_telemetry
 
 logger = logging.getLogger("segserve")
 T = TypeVar("T")
 CANCELLED = {"grpc": "CANCELLED", "http": "499"}  # the client went away (499: nginx's "client closed request")
+# Evaluate decodes a ground truth of the photo's size besides the photo: twice its pixels.
+EVALUATE_PIXELS = 2
 
 
 class Edge:
-    """The edge of every transport, over one Segmenter (so admission and its budgets are shared)."""
+    """The edge of every transport, over one catalog, pipeline and admission (so budgets are shared)."""
 
-    def __init__(self, segmenter: Segmenter, auth: TokenAuth | None = None) -> None:
-        self.segmenter = segmenter
+    def __init__(
+        self,
+        settings: Settings,
+        predict: PredictFn,
+        auth: TokenAuth | None = None,
+        catalog: Catalog | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry or get_telemetry()
+        self.catalog = catalog or Catalog(settings)
+        self.pipeline = Pipeline(predict)
         self.auth = auth or TokenAuth([])
+        self.admission = Admission(
+            settings.max_concurrent_requests,
+            settings.max_pixels_in_flight,
+            settings.admission_wait_seconds,
+            gauge=lambda transport: self.telemetry.in_flight.labels(transport=transport),
+        )
 
-    async def call(
+    def serve(self, models: dict[str, dict[str, Any]]) -> None:
+        """Serve these models (the model service's ``describe``), and say so in ``segserve_model_info``."""
+        self.catalog.serve(models)
+        for name, info in models.items():
+            labels = {"backend": info.get("backend", ""), "precision": info.get("precision", "")}
+            self.telemetry.model_info.labels(model=name, version=info["version"], **labels).set(1)
+
+    # ------------------------------------------------------------------------------------------ the calls
+
+    async def segment(
+        self,
+        transport: str,
+        authorization: str | None,
+        image: bytes,
+        model: str = "",
+        include_overlay: bool = False,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """A SegmentRequest; raises SegServeError (or CancelledError)."""
+
+        async def work(deadline: float | None) -> dict[str, Any]:
+            header = self._header(image)
+            async with self.admission.admit(transport, header.pixels, deadline):
+                served = self._served(model)
+                answer = await self.pipeline.segment(image, header, served, include_overlay, deadline)
+            self._observe(answer)
+            return answer
+
+        return await self._call(transport, "Segment", model, authorization, work, timeout)
+
+    async def evaluate(
+        self,
+        transport: str,
+        authorization: str | None,
+        image: bytes,
+        ground_truth: bytes,
+        model: str = "",
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """An EvaluateRequest; raises SegServeError (or CancelledError)."""
+
+        async def work(deadline: float | None) -> dict[str, Any]:
+            header = self._header(image)
+            async with self.admission.admit(transport, EVALUATE_PIXELS * header.pixels, deadline):
+                served = self._served(model)
+                answer = await self.pipeline.evaluate(
+                    image, header, ground_truth, served, deadline, self.settings.max_image_bytes
+                )
+            self._observe(answer["prediction"])
+            return answer
+
+        return await self._call(transport, "Evaluate", model, authorization, work, timeout)
+
+    async def list_models(
+        self, transport: str, authorization: str | None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """A ListModelsRequest."""
+
+        async def work(deadline: float | None) -> dict[str, Any]:
+            async with self.admission.admit(transport):
+                return self.catalog.list_models()
+
+        return await self._call(transport, "ListModels", None, authorization, work, timeout)
+
+    def metrics_authorized(self, authorization: str | None) -> None:
+        """Raise Unauthenticated unless /metrics is public or the call carries a token."""
+        if not self.settings.metrics_public:
+            self.auth.check(authorization)
+
+    # --------------------------------------------------------------------------------------------- inside
+
+    def _header(self, image: bytes) -> imaging.ImageHeader:
+        """The photo's header, read once for the call: its pixels for admission, its size for decoding."""
+        return imaging.read_header(image, self.settings.max_image_bytes, self.settings.max_image_pixels)
+
+    def _served(self, model: str) -> ServedModel:
+        name = self.catalog.resolve(model)
+        return ServedModel(
+            name, self.catalog.version(name), self.catalog.input_size(name), self.catalog.thresholds[name]
+        )
+
+    def _observe(self, answer: dict[str, Any]) -> None:
+        """What the answer says, for the drift and review metrics."""
+        model = answer["model"]
+        self.telemetry.corrosion_ratio.labels(model=model).observe(answer["corrosion_asset_ratio"])
+        self.telemetry.confidence.labels(model=model).observe(answer["mean_confidence"])
+        for reason in answer["review_reasons"]:
+            self.telemetry.review_flags.labels(model=model, reason=reason.removeprefix(REVIEW_REASON_PREFIX)).inc()
+
+    async def _call(
         self,
         transport: str,
         method: str,
@@ -50,10 +163,9 @@ class Edge:
         deadline = time.monotonic() + timeout if timeout is not None else None
         try:
             self.auth.check(authorization)
-            with self.segmenter.admit(transport):
-                if timeout is None:
-                    return await work(None)
-                return await asyncio.wait_for(work(deadline), max(0.0, timeout))
+            if timeout is None:
+                return await work(None)
+            return await asyncio.wait_for(work(deadline), max(0.0, timeout))
         except SegServeError as exc:
             status = status_of(exc)
             raise
@@ -72,9 +184,7 @@ class Edge:
             code = (
                 CANCELLED[transport] if status is None else (status.grpc if transport == "grpc" else str(status.http))
             )
-            self.segmenter.record(transport, method, model, code, time.perf_counter() - started)
-
-    def metrics_authorized(self, authorization: str | None) -> None:
-        """Raise Unauthenticated unless /metrics is public or the call carries a token."""
-        if not self.segmenter.settings.metrics_public:
-            self.auth.check(authorization)
+            label = self.catalog.metric_label(model)
+            seconds = time.perf_counter() - started
+            self.telemetry.requests.labels(transport=transport, method=method, model=label, code=code).inc()
+            self.telemetry.latency.labels(transport=transport, method=method, model=label).observe(seconds)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The trailing metadata in which the gRPC server says when a retry may succeed (gRPC's retry pushback), in ms.
+RETRY_PUSHBACK = "grpc-retry-pushback-ms"
+
 
 class SegServeError(Exception):
     """Base class: the message is shown to the caller as is.

@@ -1,20 +1,45 @@
-"""The HTTP transport: JSON answers and JSON errors over the shared Edge, testable without BentoML.
+"""The HTTP transport: its routes, JSON answers and JSON errors over the shared Edge.
 
-The BentoML service's routes (/segment, /evaluate, GET /models) call ``respond``; ``MetricsGuard`` keeps
-/metrics behind a token when ``SEGSERVE_METRICS_PUBLIC`` is false. Probes (/livez, /readyz) stay open.
+``build_app`` makes the Starlette app the BentoML entry service mounts (and the tests call): POST /segment and
+/evaluate (multipart forms), GET /models, the /ui page and /docs. Each route only reads its request, calls the
+edge and writes the answer or the error. ``MetricsGuard`` keeps /metrics behind a token when
+``SEGSERVE_METRICS_PUBLIC`` is false; ``OpenApiDescriber`` (segserve.openapi) describes the routes at
+/docs.json. Probes (/livez, /readyz) are BentoML's and stay open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import base64
+import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from segserve.edge import Edge
-from segserve.errors import SegServeError, status_of
-from segserve.inference import to_json
+from segserve.errors import InvalidInput, NotReady, SegServeError, status_of
+
+TRANSPORT = "http"
+# Form fields read as text: anything longer is not a model name or a flag.
+MAX_FIELD_BYTES = 1024
+
+
+def to_json(value: Any) -> Any:
+    """An answer dict made JSON-safe: bytes as base64 strings, NaN and infinities as null."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def error_response(exc: SegServeError) -> JSONResponse:
@@ -26,19 +51,111 @@ def error_response(exc: SegServeError) -> JSONResponse:
     return JSONResponse(body, status_code=status_of(exc).http, headers=headers)
 
 
-async def respond(
-    edge: Edge,
-    method: str,
-    model: str | None,
-    headers: Mapping[str, str],
-    work: Callable[[float | None], Awaitable[dict[str, Any]]],
-) -> JSONResponse:
-    """Run one HTTP call through the edge: the answer dict as JSON (bytes in base64), or the error as JSON."""
+async def respond(call: Awaitable[dict[str, Any]]) -> JSONResponse:
+    """The answer of an edge call as JSON (bytes in base64), or its error as JSON."""
     try:
-        answer = await edge.call("http", method, model, headers.get("authorization"), work)
+        answer = await call
     except SegServeError as exc:
         return error_response(exc)
     return JSONResponse(to_json(answer))
+
+
+async def _form(request: Request) -> dict[str, bytes | str]:
+    """A multipart or urlencoded form: files as bytes, other fields as text. InvalidInput if it is none."""
+    try:
+        form = await request.form(max_part_size=MAX_FIELD_BYTES)
+    except Exception as exc:  # Starlette raises its own errors for a malformed body
+        raise InvalidInput(f"the request body is not a form: {exc}") from exc
+    values: dict[str, bytes | str] = {}
+    for key, value in form.multi_items():
+        values[key] = await value.read() if isinstance(value, UploadFile) else str(value)
+    await form.close()
+    return values
+
+
+def _file(form: dict[str, bytes | str], field: str) -> bytes:
+    value = form.get(field)
+    if not isinstance(value, bytes):
+        raise InvalidInput(f"the form needs a file field {field!r}")
+    return value
+
+
+def _flag(form: dict[str, bytes | str], field: str) -> bool:
+    value = str(form.get(field, "false")).strip().lower()
+    if value not in ("true", "false", "1", "0", ""):
+        raise InvalidInput(f"{field} must be true or false, not {value!r}")
+    return value in ("true", "1")
+
+
+def build_app(edge_of: Callable[[], Edge | None]) -> Starlette:
+    """The HTTP routes over the edge ``edge_of()`` returns (None while the service starts: 503)."""
+
+    def edge() -> Edge:
+        current = edge_of()
+        if current is None:
+            raise NotReady("the service is starting; retry shortly", retry_after=2.0)
+        return current
+
+    def authorization(request: Request) -> str | None:
+        return request.headers.get("authorization")
+
+    async def segment(request: Request) -> Response:
+        """POST /segment: image (file), model, include_overlay -> the SegmentResponse fields."""
+        try:
+            form = await _form(request)
+            call = edge().segment(
+                TRANSPORT,
+                authorization(request),
+                _file(form, "image"),
+                str(form.get("model", "")),
+                _flag(form, "include_overlay"),
+            )
+        except SegServeError as exc:
+            return error_response(exc)
+        return await respond(call)
+
+    async def evaluate(request: Request) -> Response:
+        """POST /evaluate: image and ground_truth (files), model -> the EvaluateResponse fields."""
+        try:
+            form = await _form(request)
+            call = edge().evaluate(
+                TRANSPORT,
+                authorization(request),
+                _file(form, "image"),
+                _file(form, "ground_truth"),
+                str(form.get("model", "")),
+            )
+        except SegServeError as exc:
+            return error_response(exc)
+        return await respond(call)
+
+    async def models(request: Request) -> Response:
+        """GET /models: the ListModelsResponse fields."""
+        try:
+            call = edge().list_models(TRANSPORT, authorization(request))
+        except SegServeError as exc:
+            return error_response(exc)
+        return await respond(call)
+
+    async def ui(request: Request) -> Response:
+        """GET /ui: the page for people (one HTML file, no external assets)."""
+        from segserve.ui import page
+
+        return HTMLResponse(page())
+
+    async def docs(request: Request) -> Response:
+        """GET /docs: the OpenAPI page is at / (its spec at /docs.json)."""
+        return RedirectResponse("/")
+
+    return Starlette(
+        routes=[
+            Route("/segment", segment, methods=["POST"]),
+            Route("/evaluate", evaluate, methods=["POST"]),
+            Route("/models", models, methods=["GET"]),
+            Route("/ui", ui, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
+        ]
+    )
 
 
 class MetricsGuard:

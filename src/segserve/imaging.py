@@ -8,6 +8,7 @@ holding class ids from :mod:`segserve.classes`.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -56,10 +57,23 @@ def _check_png_chunks(data: bytes) -> None:
         pos += 12 + length
 
 
-def image_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
-    """Validate an encoded image's byte and pixel size from its header alone; return (width, height).
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an encoded image's header says: its size and format (Pillow's name)."""
 
-    Raises InvalidInput for empty or undecodable data, TooLarge over either limit.
+    width: int
+    height: int
+    format: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def read_header(data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62) -> ImageHeader:
+    """Validate an encoded image's byte and pixel size from its header alone.
+
+    Raises InvalidInput for empty or undecodable data or a format outside the contract, TooLarge over either limit.
     """
     if not data:
         raise InvalidInput("image is empty")
@@ -80,16 +94,21 @@ def image_size(data: bytes, max_bytes: int, max_pixels: int) -> tuple[int, int]:
         raise InvalidInput(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise TooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels")
-    return width, height
+    return ImageHeader(width, height, kind)
 
 
-def decode_image(data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62) -> np.ndarray:
-    """Decode an encoded image into RGB uint8 (H, W, 3), after checking its limits from the header."""
-    width, height = image_size(data, max_bytes, max_pixels)
+def decode_image(
+    data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62, header: ImageHeader | None = None
+) -> np.ndarray:
+    """Decode an encoded image into RGB uint8 (H, W, 3), within the limits its header is checked against.
+
+    header: what :func:`read_header` already said of ``data`` (under the caller's limits): not read again.
+    """
+    header = header or read_header(data, max_bytes, max_pixels)
     bgr = _imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InvalidInput("image could not be decoded")
-    _check_decoded_size(bgr, width, height)
+    _check_decoded_size(bgr, header.width, header.height)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -139,11 +158,6 @@ def normalize(images: np.ndarray) -> np.ndarray:
     return images[..., ::-1].astype(np.float32) - _BGR_MEAN
 
 
-def preprocess(image: np.ndarray, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of any size -> model input float32 (size, size, 3)."""
-    return normalize(resize_image(image, size))
-
-
 def upsample_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """Class ids (h, w) uint8 at the model's size -> (height, width) uint8 at the input's own size.
 
@@ -180,16 +194,19 @@ def colors_to_mask(rgb: np.ndarray) -> np.ndarray:
     return ids[nearest].reshape(rgb.shape[:2])
 
 
-def decode_mask(data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62) -> np.ndarray:
+def decode_mask(
+    data: bytes, max_bytes: int = 1 << 62, max_pixels: int = 1 << 62, header: ImageHeader | None = None
+) -> np.ndarray:
     """Decode a ground truth: an RGB mask in the dataset colours or a single-channel class-id PNG.
 
-    Returns a class mask (H, W) uint8. Raises InvalidInput for anything that is not such a mask.
+    Limits and header as in :func:`decode_image`. Returns a class mask (H, W) uint8. Raises InvalidInput for
+    anything that is not such a mask.
     """
-    width, height = image_size(data, max_bytes, max_pixels)
+    header = header or read_header(data, max_bytes, max_pixels)
     raw = _imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise InvalidInput("ground truth could not be decoded")
-    _check_decoded_size(raw, width, height)
+    _check_decoded_size(raw, header.width, header.height)
     if raw.dtype not in (np.uint8, np.uint16):  # a TIFF may hold signed or float samples: -1 would wrap to id 255
         raise InvalidInput(f"ground truth has {raw.dtype} samples; a mask holds unsigned 8- or 16-bit values")
     if raw.ndim == 2 or raw.shape[2] == 1:

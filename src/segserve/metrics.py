@@ -8,11 +8,13 @@ denominator instead, so an absent class scores 1 there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from segserve.classes import ASSET, CORROSION, NUM_CLASSES
+from segserve.classes import ASSET, CLASS_NAMES, CORROSION, NUM_CLASSES
 
 SMOOTH = 1e-7
 
@@ -183,20 +185,96 @@ def rust_grade(ratio: float) -> int:
     return 0
 
 
-def ratio_agreement(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+def _check_pairs(truth: Sequence[np.ndarray], pred: Sequence[np.ndarray]) -> None:
+    if len(truth) != len(pred) or not len(truth):
+        raise ValueError(f"need the same non-zero number of truths and predictions, got {len(truth)} and {len(pred)}")
+
+
+def _agreement(true_ratio: Sequence[float], pred_ratio: Sequence[float]) -> dict[str, float]:
+    """ratio_mae, grade_exact and grade_within_one of per-image corroded shares (see :func:`ratio_agreement`)."""
+    true_ratio, pred_ratio = np.asarray(true_ratio, dtype=np.float64), np.asarray(pred_ratio, dtype=np.float64)
+    grade_gap = np.abs(np.array([rust_grade(r) for r in true_ratio]) - np.array([rust_grade(r) for r in pred_ratio]))
+    return {
+        "ratio_mae": float(np.abs(true_ratio - pred_ratio).mean()),
+        "grade_exact": float((grade_gap == 0).mean()),
+        "grade_within_one": float((grade_gap <= 1).mean()),
+    }
+
+
+def ratio_agreement(truth: Sequence[np.ndarray], pred: Sequence[np.ndarray]) -> dict[str, float]:
     """How well predicted class masks (N, H, W) tell what an inspector reads, against their truths (N, H, W).
 
     Returns ``ratio_mae``: mean absolute error of the corroded share of the asset (corrosion_asset_ratio),
     ``grade_exact`` and ``grade_within_one``: shares of images whose ASTM D610 rust grade is the truth's,
     exactly and within one grade.
     """
-    if len(truth) != len(pred) or not len(truth):
-        raise ValueError(f"need the same non-zero number of truths and predictions, got {len(truth)} and {len(pred)}")
-    true_ratio = np.array([corrosion_asset_ratio(class_pixels(t)) for t in truth])
-    pred_ratio = np.array([corrosion_asset_ratio(class_pixels(p)) for p in pred])
-    grade_gap = np.abs(np.array([rust_grade(r) for r in true_ratio]) - np.array([rust_grade(r) for r in pred_ratio]))
+    _check_pairs(truth, pred)
+    true_ratio = [corrosion_asset_ratio(class_pixels(t)) for t in truth]
+    pred_ratio = [corrosion_asset_ratio(class_pixels(p)) for p in pred]
+    return _agreement(true_ratio, pred_ratio)
+
+
+RATIO_KEYS = ("ratio_mae", "grade_exact", "grade_within_one")
+
+
+def table(truth: Sequence[np.ndarray], pred: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The metrics table of predicted class masks against their truths, one pair per image.
+
+    truth, pred: sequences of class masks (H, W); a pair shares its shape, images may differ in size. Counts
+    first (one confusion matrix per image), then every reduction from them; plain Python values, NaN where a
+    ratio is undefined (the module's zero-division rule). Keys:
+
+    - ``num_images``;
+    - ``per_class``: one row per class of the class table, with ``class_id``, ``name``; ``iou``, ``dice``,
+      ``precision``, ``recall`` of the confusion matrix summed over the images; ``true_pixels``,
+      ``predicted_pixels``; ``per_image_iou``, ``per_image_dice``: the original project's smoothed per-image
+      metrics averaged over the images;
+    - ``mean_iou``, ``mean_dice`` (over the defined classes), ``pixel_accuracy``: of the summed matrix;
+    - ``per_image_mean_iou``, ``per_image_mean_dice``: the means of ``per_image_iou`` / ``per_image_dice``;
+    - ``ratio_mae``, ``grade_exact``, ``grade_within_one``: what an inspector reads (:func:`ratio_agreement`);
+    - ``confusion_matrix``: the summed matrix, C lists of C ints (rows truth, columns prediction);
+    - ``images``: per image, in order: ``iou`` (C values each, unsmoothed), ``mean_iou`` (over the image's
+      defined classes, as the Evaluate RPC reports it), ``truth_ratio`` / ``predicted_ratio`` (the corroded
+      share of the asset) and ``truth_grade`` / ``predicted_grade`` (its ASTM D610 rust grade).
+    """
+    _check_pairs(truth, pred)
+    cms = np.stack([confusion_matrix(t, p) for t, p in zip(truth, pred, strict=True)])
+    rep = report(cms.sum(axis=0))
+    per_image = per_image_means(cms)
+    image_iou = iou(cms)
+    # class pixels of each truth (rows of its matrix) and prediction (columns)
+    true_ratio = [corrosion_asset_ratio(pixels) for pixels in cms.sum(axis=2)]
+    pred_ratio = [corrosion_asset_ratio(pixels) for pixels in cms.sum(axis=1)]
     return {
-        "ratio_mae": float(np.abs(true_ratio - pred_ratio).mean()),
-        "grade_exact": float((grade_gap == 0).mean()),
-        "grade_within_one": float((grade_gap <= 1).mean()),
+        "num_images": len(cms),
+        "per_class": [
+            {
+                "class_id": c,
+                "name": name,
+                "iou": float(rep.iou[c]),
+                "dice": float(rep.dice[c]),
+                "precision": float(rep.precision[c]),
+                "recall": float(rep.recall[c]),
+                "true_pixels": int(rep.true_pixels[c]),
+                "predicted_pixels": int(rep.predicted_pixels[c]),
+                "per_image_iou": float(per_image["iou"][c]),
+                "per_image_dice": float(per_image["dice"][c]),
+            }
+            for c, name in enumerate(CLASS_NAMES)
+        ],
+        "mean_iou": rep.mean_iou,
+        "mean_dice": rep.mean_dice,
+        "pixel_accuracy": rep.pixel_accuracy,
+        "per_image_mean_iou": float(per_image["iou"].mean()),
+        "per_image_mean_dice": float(per_image["dice"].mean()),
+        **_agreement(true_ratio, pred_ratio),
+        "confusion_matrix": rep.confusion.tolist(),
+        "images": {
+            "iou": image_iou.tolist(),
+            "mean_iou": [nanmean(row) for row in image_iou],
+            "truth_ratio": true_ratio,
+            "predicted_ratio": pred_ratio,
+            "truth_grade": [rust_grade(r) for r in true_ratio],
+            "predicted_grade": [rust_grade(r) for r in pred_ratio],
+        },
     }

@@ -1,9 +1,8 @@
-"""The OpenAPI document of the HTTP API: BentoML's generated spec, made to describe this service.
+"""The OpenAPI document of the HTTP API: BentoML's spec (its probes and /metrics), made to describe this service.
 
-BentoML writes the request schemas of /segment and /evaluate from their signatures; ``describe`` adds what
-it cannot know: the service's description and package version, GET /models and the /ui page, and the error
-body and statuses the routes really answer with (``segserve.errors.STATUSES``). ``OpenApiDescriber`` applies
-it to every ``/docs.json`` the server sends.
+The routes are segserve's own (``segserve.http_api``), so ``describe`` writes them: their multipart forms, the
+service's description and package version, and the error body and statuses the routes really answer with
+(``segserve.errors.STATUSES``). ``OpenApiDescriber`` applies it to every ``/docs.json`` the server sends.
 """
 
 from __future__ import annotations
@@ -70,6 +69,34 @@ _ROUTE_ERRORS = {
 }
 
 
+_MODEL_FIELD = {"type": "string", "default": "", "description": "A served model or ensemble; empty for the default"}
+# The POST routes' forms: (description, fields, what 200 answers).
+_FORMS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "/segment": (
+        "Segment a photo into corrosion, asset and background (the SegmentResponse fields, bytes in base64).",
+        {
+            "image": {"type": "string", "format": "binary", "description": "The photo: PNG, JPEG, BMP, TIFF or WebP"},
+            "model": _MODEL_FIELD,
+            "include_overlay": {"type": "boolean", "default": False, "description": "Also return overlay_jpeg"},
+        },
+        "The SegmentResponse fields as JSON",
+    ),
+    "/evaluate": (
+        "Segment a photo and score it against its ground truth (the EvaluateResponse fields).",
+        {
+            "image": {"type": "string", "format": "binary", "description": "The photo"},
+            "ground_truth": {
+                "type": "string",
+                "format": "binary",
+                "description": "RGB mask in the dataset colours or a single-channel class-id PNG, same size",
+            },
+            "model": _MODEL_FIELD,
+        },
+        "The EvaluateResponse fields as JSON",
+    ),
+}
+
+
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
     """BentoML's spec (as JSON) made to describe segserve: info, every route, the real errors."""
     spec = json.loads(json.dumps(spec))  # a copy
@@ -79,10 +106,33 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
         schemas.pop(bentoml_error, None)
     schemas["Error"] = ERROR_SCHEMA
     paths = spec.setdefault("paths", {})
-    for route in ("/segment", "/evaluate"):
-        post = paths.get(route, {}).get("post")
-        if post is not None:
-            post["responses"] = {"200": post["responses"]["200"], **_error_responses(_ROUTE_ERRORS[route])}
+    for route, (description, fields, answer) in _FORMS.items():
+        paths[route] = {
+            "post": {
+                "tags": ["Service APIs"],
+                "operationId": f"segserve_{route.strip('/')}",
+                "description": description,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": fields,
+                                "required": [k for k, v in fields.items() if v.get("format") == "binary"],
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": answer,
+                        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+                    },
+                    **_error_responses(_ROUTE_ERRORS[route]),
+                },
+            }
+        }
     paths["/models"] = {
         "get": {
             "tags": ["Service APIs"],

@@ -2,10 +2,13 @@
 probabilities into what an answer needs. The one place serving and training do any of it.
 
 The model service, ``training.evaluate``, the training loop's validation and the reports all go through
-``Predictor``, so what training measures is what serving answers. Two backends run the same model:
+``Predictor``, so what training measures is what serving answers. Three backends run the same model:
 
-- ``tensorflow``: the Keras model (``model.keras`` in the store);
-- ``onnxruntime``: its ONNX export (``model.onnx``, written beside it when the model enters the store).
+- ``openvino``: the ONNX export (``model.onnx``, written beside the Keras model when it enters the store)
+  compiled by OpenVINO for the CPU, in float32 or bfloat16 (``f32`` / ``bf16``; see ``segserve.engines``
+  for which a machine gets), the compiled model cached on disk;
+- ``onnxruntime``: the same ONNX file on ONNX Runtime's CPU provider (float32);
+- ``tensorflow``: the Keras model (``model.keras`` in the store).
 
 The model service answers with ``pack``-ed class ids and confidences (uint8), not float probabilities:
 that is all an answer needs, and a fraction of the bytes.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,8 @@ from segserve import imaging
 
 logger = logging.getLogger("segserve")
 
-BACKENDS = ("onnxruntime", "tensorflow")
+BACKENDS = ("openvino", "onnxruntime", "tensorflow")
+PRECISIONS = ("f32", "bf16")
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
 ONNX_INPUT = "image"
@@ -87,6 +92,40 @@ class OnnxModel:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
+class OpenVinoModel:
+    """An ONNX file compiled by OpenVINO for the CPU, with the Keras model's ``predict_on_batch``.
+
+    precision: ``f32`` or ``bf16`` (OpenVINO's inference precision hint; bfloat16 only pays where the CPU
+    has it natively). cache_dir: where OpenVINO keeps compiled models, so a restart skips compilation.
+    Each calling thread gets its own infer request (one request is not safe to share between threads).
+    """
+
+    def __init__(self, path: str | Path, precision: str = "f32", threads: int = 0, cache_dir: str | None = None):
+        import openvino as ov
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        core = ov.Core()
+        if cache_dir:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": int(threads or os.cpu_count() or 1),
+        }
+        self.precision = precision
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self._local = threading.local()
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return request.get_output_tensor(0).data.copy()
+
+
 class Predictor:
     """A segmentation model behind a small interface, whatever runs it.
 
@@ -95,10 +134,11 @@ class Predictor:
         mirror image (twice the model time).
     """
 
-    def __init__(self, model: Any, flip: bool = False, backend: str = "tensorflow") -> None:
+    def __init__(self, model: Any, flip: bool = False, backend: str = "tensorflow", precision: str = "f32") -> None:
         self.model = model
         self.flip = flip
         self.backend = backend
+        self.precision = precision
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """RGB uint8 (N, S, S, 3) at the model's input size -> class probabilities float32 (N, S, S, C)."""
@@ -133,15 +173,25 @@ def export_onnx(model: Any, path: str | Path, input_size: int) -> Path:
 
 
 def load_predictor(
-    model_dir: str | Path, backend: str, input_size: int, threads: int = 0, spinning: bool = False
+    model_dir: str | Path,
+    backend: str,
+    input_size: int,
+    threads: int = 0,
+    spinning: bool = False,
+    precision: str = "f32",
+    cache_dir: str | None = None,
 ) -> Predictor:
-    """Load the model stored in ``model_dir`` for ``backend`` (one of BACKENDS).
+    """Load the model stored in ``model_dir`` for ``backend`` (one of BACKENDS) at ``precision``.
 
+    precision: ``bf16`` only on OpenVINO (the others compute in float32). spinning: ONNX Runtime's threads
+    spin while waiting for work. cache_dir: OpenVINO's compiled-model cache.
     A store model saved before ONNX export existed has no ``model.onnx``: it is exported to a file beside the
     process's temporary files at load time, and a warning says to re-import the model.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision != "f32" and backend != "openvino":
+        raise ValueError(f"{backend} computes in float32 only; {precision} needs the openvino backend")
     model_dir = Path(model_dir)
     if backend == "tensorflow":
         import keras
@@ -160,4 +210,7 @@ def load_predictor(
         logger.warning("%s has no %s: exporting it now (re-import the model to keep one)", model_dir, ONNX_FILE)
         model = keras.saving.load_model(model_dir / KERAS_FILE, compile=False)
         onnx_path = export_onnx(model, Path(tempfile.mkdtemp(prefix="segserve-onnx-")) / ONNX_FILE, input_size)
+    if backend == "openvino":
+        engine = OpenVinoModel(onnx_path, precision, threads, cache_dir)
+        return Predictor(engine, backend=backend, precision=precision)
     return Predictor(OnnxModel(onnx_path, threads, spinning), backend=backend)

@@ -1,6 +1,6 @@
 """The gRPC transport: SegmentationService on a grpc.aio server, with health checking and reflection.
 
-The servicer only translates messages and status codes; the work is done by segserve.segmenter.
+The servicer only translates messages and status codes; ``segserve.edge`` does the rest.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from segserve.auth import TokenAuth
 from segserve.edge import Edge
-from segserve.errors import SegServeError, status_of
-from segserve.segmenter import Segmenter
+from segserve.errors import RETRY_PUSHBACK, SegServeError, status_of
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
-# Trailing metadata telling a client when a retry may succeed (gRPC's retry pushback).
-RETRY_PUSHBACK = "grpc-retry-pushback-ms"
 # The server gives up this much before the call's deadline, so that it answers DEADLINE_EXCEEDED (and counts
 # it) itself rather than having the call torn down under it.
 DEADLINE_MARGIN_SECONDS = 0.05
@@ -34,49 +30,48 @@ def status_code(exc: SegServeError) -> grpc.StatusCode:
 
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
-    """segserve.v1.SegmentationService over the shared Edge."""
+    """segserve.v1.SegmentationService over the shared Edge: messages and status codes, nothing else."""
 
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
 
-    async def _serve(
-        self,
-        method: str,
-        model: str | None,
-        context: grpc.aio.ServicerContext,
-        work: Callable[[float | None], Awaitable[Any]],
+    async def _answer(
+        self, context: grpc.aio.ServicerContext, call: Callable[[str | None, float | None], Awaitable[Any]]
     ) -> Any:
+        """Run ``call(authorization, timeout)`` on the edge; a segserve error aborts with its status code."""
         authorization = dict(context.invocation_metadata() or ()).get("authorization")
         remaining = context.time_remaining()
         timeout = None if remaining is None else max(0.0, remaining - DEADLINE_MARGIN_SECONDS)
         try:
-            return await self.edge.call("grpc", method, model, authorization, work, timeout)
+            return await call(authorization, timeout)
         except SegServeError as exc:
             if exc.retry_after is not None:
                 context.set_trailing_metadata(((RETRY_PUSHBACK, str(round(exc.retry_after * 1000))),))
             await context.abort(status_code(exc), str(exc))
 
     async def Segment(self, request: pb.SegmentRequest, context: grpc.aio.ServicerContext) -> pb.SegmentResponse:
-        async def work(deadline: float | None) -> pb.SegmentResponse:
-            answer = await self.edge.segmenter.segment(request.image, request.model, request.include_overlay, deadline)
-            return pb.SegmentResponse(**answer)
-
-        return await self._serve("Segment", request.model, context, work)
+        answer = await self._answer(
+            context,
+            lambda auth, timeout: self.edge.segment(
+                "grpc", auth, request.image, request.model, request.include_overlay, timeout
+            ),
+        )
+        return pb.SegmentResponse(**answer)
 
     async def Evaluate(self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext) -> pb.EvaluateResponse:
-        async def work(deadline: float | None) -> pb.EvaluateResponse:
-            answer = await self.edge.segmenter.evaluate(request.image, request.ground_truth, request.model, deadline)
-            return pb.EvaluateResponse(**answer)
-
-        return await self._serve("Evaluate", request.model, context, work)
+        answer = await self._answer(
+            context,
+            lambda auth, timeout: self.edge.evaluate(
+                "grpc", auth, request.image, request.ground_truth, request.model, timeout
+            ),
+        )
+        return pb.EvaluateResponse(**answer)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        async def work(deadline: float | None) -> pb.ListModelsResponse:
-            return pb.ListModelsResponse(**self.edge.segmenter.list_models())
-
-        return await self._serve("ListModels", None, context, work)
+        answer = await self._answer(context, lambda auth, timeout: self.edge.list_models("grpc", auth, timeout))
+        return pb.ListModelsResponse(**answer)
 
 
 def server_credentials(cert_file: str, key_file: str, client_ca_file: str = "") -> grpc.ServerCredentials:
@@ -140,13 +135,12 @@ class GrpcServer:
 
 
 async def create_server(
-    segmenter: Segmenter,
+    edge: Edge,
     address: str = "127.0.0.1:0",
     max_message_bytes: int = 64 * 1024 * 1024,
-    auth: TokenAuth | None = None,
     credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[GrpcServer, int]:
-    """Start a gRPC server for ``segmenter`` on ``address`` (port 0 picks a free one); return it and its port."""
-    server = GrpcServer(Edge(segmenter, auth), address, max_message_bytes, credentials)
+    """Start a gRPC server for ``edge`` on ``address`` (port 0 picks a free one); return it and its port."""
+    server = GrpcServer(edge, address, max_message_bytes, credentials)
     await server.start()
     return server, server.port

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
-from segserve.architectures import DEFAULT, NAMES, SHIPPED
+from segserve.architectures import DEFAULT, ENSEMBLE, NAMES, SHIPPED
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,9 @@ class Settings:
     grpc_port: port of the gRPC server started inside the service (SEGSERVE_GRPC_PORT, default 50051).
     grpc_host: address the gRPC server binds (SEGSERVE_GRPC_HOST, default 0.0.0.0).
     default_model: model used when a request names none (SEGSERVE_DEFAULT_MODEL, default deeplabv3plus).
-    models: the served models, comma separated (SEGSERVE_MODELS, default deeplabv3plus,unet).
+    models: the served models, comma separated (SEGSERVE_MODELS, default: the shipped ones).
+    ensemble: the served models that ``ensemble`` averages, comma separated (SEGSERVE_ENSEMBLE, default: every
+        served model when there are two or more).
     max_image_bytes: largest accepted encoded image (SEGSERVE_MAX_IMAGE_BYTES, default 32 MiB).
     max_image_pixels: largest accepted width*height (SEGSERVE_MAX_IMAGE_PIXELS, default 40 megapixels).
     grpc_max_message_bytes: gRPC send/receive limit (SEGSERVE_GRPC_MAX_MESSAGE_BYTES, default 64 MiB).
@@ -27,7 +30,12 @@ class Settings:
         (SEGSERVE_MAX_CONCURRENT_REQUESTS, default 16: two full batches per transport, so that excess load is
         refused at once rather than queued; about 8 per core is a fair start on a larger machine).
     grpc_grace_seconds: how long a draining gRPC server lets requests finish (SEGSERVE_GRPC_GRACE_SECONDS, default 5).
-    backend: what runs the models, onnxruntime or tensorflow (SEGSERVE_BACKEND, default onnxruntime).
+    backend: what runs the models: auto, openvino, onnxruntime or tensorflow (SEGSERVE_BACKEND, default auto:
+        OpenVINO where it is installed, else ONNX Runtime; see segserve.engines).
+    precision: auto, f32 or bf16 (SEGSERVE_PRECISION, default auto: bfloat16 on OpenVINO where the CPU has it
+        natively and the model passed parity on this kind of machine, else float32).
+    openvino_cache_dir: where OpenVINO keeps compiled models so restarts skip compiling
+        (SEGSERVE_OPENVINO_CACHE_DIR, default $BENTOML_HOME/segserve/openvino-cache).
     model_threads: threads of one forward pass (SEGSERVE_MODEL_THREADS, default 0: every core).
     model_workers: processes of the model service, each with every model (SEGSERVE_MODEL_WORKERS, default 1).
     model_spinning: ONNX Runtime's threads spin while waiting for work (SEGSERVE_MODEL_SPINNING, default false:
@@ -50,6 +58,7 @@ class Settings:
     grpc_host: str = "0.0.0.0"
     default_model: str = DEFAULT
     models: str = ",".join(SHIPPED)
+    ensemble: str = ""
     max_image_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     grpc_max_message_bytes: int = 64 * 1024 * 1024
@@ -57,7 +66,9 @@ class Settings:
     max_latency_ms: int = 10_000
     max_concurrent_requests: int = 16
     grpc_grace_seconds: float = 5.0
-    backend: str = "onnxruntime"
+    backend: str = "auto"
+    precision: str = "auto"
+    openvino_cache_dir: str = ""
     model_threads: int = 0
     model_workers: int = 1
     model_spinning: bool = False
@@ -71,17 +82,25 @@ class Settings:
     tls_client_ca_file: str = ""
 
     def __post_init__(self) -> None:
-        from segserve.predictor import BACKENDS
+        from segserve.predictor import BACKENDS, PRECISIONS
 
-        if self.backend not in BACKENDS:
-            raise ValueError(f"SEGSERVE_BACKEND={self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.backend not in ("auto", *BACKENDS):
+            raise ValueError(f"SEGSERVE_BACKEND={self.backend!r} is not one of auto, {', '.join(BACKENDS)}")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise ValueError(f"SEGSERVE_PRECISION={self.precision!r} is not one of auto, {', '.join(PRECISIONS)}")
         unknown = [m for m in self.model_names if m not in NAMES]
         if unknown or not self.model_names:
             raise ValueError(
                 f"SEGSERVE_MODELS={self.models!r} names no model or unknown ones ({', '.join(unknown)}); "
                 f"the models are {', '.join(NAMES)}"
             )
-        ensemble = ("ensemble",) if len(self.model_names) >= 2 else ()
+        strangers = [m for m in self.ensemble_members if m not in self.model_names]
+        if strangers or (self.ensemble and len(self.ensemble_members) < 2):
+            raise ValueError(
+                f"SEGSERVE_ENSEMBLE={self.ensemble!r} must name two or more served models; SEGSERVE_MODELS is "
+                f"{self.models!r}"
+            )
+        ensemble = (ENSEMBLE,) if self.ensemble_members else ()
         if self.default_model not in (*self.model_names, *ensemble):
             raise ValueError(
                 f"SEGSERVE_DEFAULT_MODEL={self.default_model!r} is not served; SEGSERVE_MODELS is {self.models!r}"
@@ -103,13 +122,29 @@ class Settings:
 
     @property
     def model_names(self) -> tuple[str, ...]:
-        return tuple(m.strip() for m in self.models.split(",") if m.strip())
+        return _names(self.models)
+
+    @property
+    def ensemble_members(self) -> tuple[str, ...]:
+        """The models the ensemble averages, in a fixed order; empty when there is no ensemble."""
+        if self.ensemble:
+            return tuple(sorted(_names(self.ensemble)))
+        return tuple(sorted(self.model_names)) if len(self.model_names) >= 2 else ()
+
+    @property
+    def http_ssl(self) -> dict[str, object]:
+        """BentoML's ``ssl`` service configuration for HTTP: empty without TLS (gRPC takes the same files)."""
+        if not self.tls:
+            return {}
+        return {"enabled": True, "certfile": self.tls_cert_file, "keyfile": self.tls_key_file}
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings ``environ`` gives (default: this process's environment)."""
+        environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
-            raw = os.environ.get(f"SEGSERVE_{f.name.upper()}")
+            raw = environ.get(f"SEGSERVE_{f.name.upper()}")
             if raw is None:
                 continue
             kind = type(f.default)
@@ -118,6 +153,10 @@ class Settings:
             except ValueError as exc:
                 raise ValueError(f"SEGSERVE_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
         return cls(**values)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
 def _parse_bool(raw: str) -> bool:

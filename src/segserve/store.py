@@ -25,9 +25,9 @@ import numpy as np
 from segserve.architectures import NAMES
 from segserve.classes import class_table
 from segserve.errors import ModelNotInStore, UnknownModel
+from segserve.imaging import MODEL_INPUT_SIZE
 from segserve.predictor import KERAS_FILE, ONNX_FILE, export_onnx
 
-ARCHITECTURES = NAMES
 MODEL_FILE = KERAS_FILE
 DEFAULT_RELEASE_DIR = Path(__file__).resolve().parents[2] / "models"
 PINS_FILE = "served.json"
@@ -35,8 +35,8 @@ PINS_FILE = "served.json"
 
 def store_name(name: str) -> str:
     """The BentoML store name of a served model: ``corrosion-<name>``."""
-    if name not in ARCHITECTURES:
-        raise UnknownModel(f"unknown model {name!r}; this server serves {', '.join(ARCHITECTURES)}")
+    if name not in NAMES:
+        raise UnknownModel(f"unknown model {name!r}; the architectures are {', '.join(NAMES)}")
     return f"corrosion-{name}"
 
 
@@ -59,7 +59,7 @@ def save_to_store(model, name: str, metadata: dict[str, Any]) -> str:
     meta = {"architecture": name, "classes": class_table(), **metadata}
     with bentoml.models.create(store_name(name), metadata=meta, labels={"architecture": name}) as ref:
         model.save(ref.path_of(MODEL_FILE))
-        export_onnx(model, ref.path_of(ONNX_FILE), int(meta.get("input_size", 256)))
+        export_onnx(model, ref.path_of(ONNX_FILE), int(meta.get("input_size", MODEL_INPUT_SIZE)))
     unpin(name)
     return str(ref.tag)
 
@@ -193,10 +193,15 @@ def served_model(name: str) -> tuple[Path, ModelInfo]:
         name=name,
         version=ref.tag.version or "",
         architecture=str(meta.get("architecture", name)),
-        input_size=int(meta.get("input_size", 256)),
+        input_size=int(meta.get("input_size", MODEL_INPUT_SIZE)),
         metadata=meta,
     )
     return Path(ref.path), info
+
+
+def openvino_cache_dir() -> Path:
+    """Where OpenVINO keeps the compiled models by default: ``$BENTOML_HOME/segserve/openvino-cache``."""
+    return Path(_store_home()) / "segserve" / "openvino-cache"
 
 
 def _store_home() -> str:

@@ -52,8 +52,8 @@ class Telemetry:
         )
         self.model_info = Gauge(
             "segserve_model_info",
-            "Served models: 1 for each loaded model name and version, with the backend that runs it.",
-            ["model", "version", "backend"],
+            "Served models: 1 for each loaded model name and version, with the backend and precision that run it.",
+            ["model", "version", "backend", "precision"],
             multiprocess_mode="max",
         )
         self.corrosion_ratio = Histogram(

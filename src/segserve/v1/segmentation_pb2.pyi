@@ -173,7 +173,7 @@ class ClassValidationMetrics(_message.Message):
     def __init__(self, class_id: _Optional[int] = ..., name: _Optional[str] = ..., iou: _Optional[float] = ..., dice: _Optional[float] = ..., per_image_iou: _Optional[float] = ..., per_image_dice: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "architecture", "input_size", "classes", "is_default", "validation", "validation_mean_iou", "validation_pixel_accuracy", "encoder_weights", "trained_from", "trained_on", "validation_ratio_mae", "validation_grade_exact", "validation_grade_within_one", "review", "members", "backend")
+    __slots__ = ("name", "version", "architecture", "input_size", "classes", "is_default", "validation", "validation_mean_iou", "validation_pixel_accuracy", "encoder_weights", "trained_from", "trained_on", "validation_ratio_mae", "validation_grade_exact", "validation_grade_within_one", "review", "members", "backend", "encoder", "validation_source", "precision")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,9 @@ class ModelInfo(_message.Message):
     REVIEW_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     architecture: str
@@ -210,7 +213,10 @@ class ModelInfo(_message.Message):
     review: ReviewThresholds
     members: _containers.RepeatedScalarFieldContainer[str]
     backend: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[str] = ..., input_size: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., is_default: _Optional[bool] = ..., validation: _Optional[_Iterable[_Union[ClassValidationMetrics, _Mapping]]] = ..., validation_mean_iou: _Optional[float] = ..., validation_pixel_accuracy: _Optional[float] = ..., encoder_weights: _Optional[str] = ..., trained_from: _Optional[str] = ..., trained_on: _Optional[str] = ..., validation_ratio_mae: _Optional[float] = ..., validation_grade_exact: _Optional[float] = ..., validation_grade_within_one: _Optional[float] = ..., review: _Optional[_Union[ReviewThresholds, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ...) -> None: ...
+    encoder: str
+    validation_source: str
+    precision: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[str] = ..., input_size: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[ClassInfo, _Mapping]]] = ..., is_default: _Optional[bool] = ..., validation: _Optional[_Iterable[_Union[ClassValidationMetrics, _Mapping]]] = ..., validation_mean_iou: _Optional[float] = ..., validation_pixel_accuracy: _Optional[float] = ..., encoder_weights: _Optional[str] = ..., trained_from: _Optional[str] = ..., trained_on: _Optional[str] = ..., validation_ratio_mae: _Optional[float] = ..., validation_grade_exact: _Optional[float] = ..., validation_grade_within_one: _Optional[float] = ..., review: _Optional[_Union[ReviewThresholds, _Mapping]] = ..., members: _Optional[_Iterable[str]] = ..., backend: _Optional[str] = ..., encoder: _Optional[str] = ..., validation_source: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class ReviewThresholds(_message.Message):
     __slots__ = ("confidence_threshold", "max_low_confidence_fraction", "min_asset_fraction", "min_side", "min_brightness", "min_sharpness", "min_agreement")

@@ -1,6 +1,6 @@
 """Past float32: int8 quantisation of the served model with ONNX Runtime, judged by the parity bar.
 
-    BENTOML_HOME=... python -m loadtests.precision --model deeplabv3plus --data ../shared/datasets/corrosion-pipes
+    BENTOML_HOME=... python -m benchmarks.precision --model deeplabv3plus --data ../shared/datasets/corrosion-pipes
 
 Static QDQ quantisation (per-channel int8 weights, uint8 activations) calibrated on train photos, with two
 calibrations (min-max and percentile); each is compared with the float32 model on the val photos (pixels whose
@@ -19,23 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from segserve import imaging, metrics, predictor, store
+from training.data import load_split
 
 MIN_AGREEMENT = 0.995
 MAX_MIOU_DELTA = 0.002
 
 
-def load(data: Path, split: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    ids = (data / f"{split}.txt").read_text().split()[: limit or None]
-    images = np.stack([imaging.resize_image(imaging.read_image(str(data / "original" / f"ORI_{i}.png"))) for i in ids])
-    truth = np.stack([imaging.resize_mask(imaging.read_mask(str(data / "ground_truth" / f"GT_{i}.png"))) for i in ids])
-    return images, truth
-
-
 def masks(run: predictor.Predictor, images: np.ndarray) -> np.ndarray:
+    """The predicted class-id masks of ``images``, eight at a time."""
     return np.concatenate([run.predict(images[k : k + 8]).mask for k in range(0, len(images), 8)])
 
 
 def throughput(run: predictor.Predictor, image: np.ndarray, seconds: float) -> float:
+    """Calls per second on ``image`` over ``seconds``, after one warm-up call."""
     run.predict(image)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -48,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    parser = argparse.ArgumentParser(prog="python -m loadtests.precision", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.precision", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="deeplabv3plus")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--calibration-photos", type=int, default=32)
@@ -57,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir, _ = store.served_model(args.model)
     fp32_path = model_dir / predictor.ONNX_FILE
-    val, truth = load(args.data, "val")
-    calibration, _ = load(args.data, "train", args.calibration_photos)
+    val, truth = load_split(args.data, "val")
+    calibration, _ = load_split(args.data, "train", args.calibration_photos)
 
     class Photos(CalibrationDataReader):
         def __init__(self) -> None:
@@ -93,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             miou = metrics.report(metrics.confusion_matrix(truth, predicted)).mean_iou
             rows.append((label, float((predicted == reference).mean()), miou, run))
         one = val[:1]
-        print(f"`python -m loadtests.precision {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
+        print(f"`python -m benchmarks.precision {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
         print("| precision | pixels agreeing with float32 | val mean IoU | images/s at batch 1 | passes the bar |")
         print("|---|---:|---:|---:|---|")
         base_miou = rows[0][2]

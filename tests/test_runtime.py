@@ -1,4 +1,4 @@
-"""Pieces of bento/service.py that need no server: the model-call retry."""
+"""segserve.runtime without a server: the model-call retry, and a batch through the runtime."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from bento.service import call_model
+from segserve.runtime import call_model
 
 
 def flaky(failures: list[BaseException]):

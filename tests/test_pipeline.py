@@ -1,4 +1,5 @@
-"""The shared request path with stand-in predictors: confidence, the review flag and the ensemble."""
+"""segserve.pipeline, the request path, with stand-in model services: confidence, the review flag, the ensemble,
+Evaluate's checks and the deadline; and segserve.catalog's ListModels."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from segserve.errors import UnknownModel
+from segserve import imaging
+from segserve.architectures import ENSEMBLE
+from segserve.catalog import Catalog
+from segserve.errors import DeadlineExceeded, InvalidInput, ModelFailed
+from segserve.pipeline import Pipeline, ServedModel
 from segserve.predictor import from_probabilities, pack
-from segserve.segmenter import ENSEMBLE, Segmenter
 from segserve.settings import Settings
 
 SIZE = 32
@@ -59,8 +63,16 @@ class Recorder:
         return pack(from_probabilities(self.answers[name]))
 
 
+def served(model: str, models=MODELS, settings: Settings | None = None) -> ServedModel:
+    """The ServedModel the edge would hand the pipeline for a request naming ``model``."""
+    catalog = Catalog(settings or Settings(), models)
+    name = catalog.resolve(model)
+    return ServedModel(name, catalog.version(name), catalog.input_size(name), catalog.thresholds[name])
+
+
 def segment(predict, model: str, image: bytes = PHOTO, models=MODELS) -> dict:
-    return asyncio.run(Segmenter(predict, models, Settings()).segment(image, model))
+    header = imaging.read_header(image)
+    return asyncio.run(Pipeline(predict).segment(image, header, served(model, models)))
 
 
 def test_confident_answer_carries_confidence_and_is_not_flagged():
@@ -134,14 +146,84 @@ def test_ensemble_averages_both_models_and_reports_their_agreement():
     assert answer["review_reasons"] == ["REVIEW_REASON_LOW_CONFIDENCE", "REVIEW_REASON_MODELS_DISAGREE"]
 
 
-def test_ensemble_is_listed_with_its_members_and_needs_two_models():
-    segmenter = Segmenter(Recorder({}), MODELS, Settings())
-    listed = {m["name"]: m for m in segmenter.list_models()["models"]}
-    assert list(listed) == ["deeplabv3plus", "unet", "ensemble"]
-    assert listed["ensemble"]["members"] == ["deeplabv3plus", "unet"]
-    assert listed["unet"]["members"] == []
-    assert listed["ensemble"]["review"]["min_agreement"] == 0.5
-    single = Segmenter(Recorder({}), {"unet": MODELS["unet"]}, Settings(default_model="unet"))
-    assert [m["name"] for m in single.list_models()["models"]] == ["unet"]
-    with pytest.raises(UnknownModel, match="serves unet"):
-        single.resolve(ENSEMBLE)
+def test_the_model_input_is_the_photo_resized_and_the_mask_comes_back_at_its_size():
+    """The model service gets the photo resized to the model's input (RGB uint8, a batch of one), and the mask
+    it answers is upsampled by nearest neighbour to the photo's 128x96."""
+    photo = np.random.default_rng(5).integers(40, 220, (96, 128, 3), dtype=np.uint8)
+    sent = []
+
+    async def predict(name, batch):
+        sent.append(batch)
+        return pack(from_probabilities(probs_of(half_and_half(0, 1), 0.9)))
+
+    answer = segment(predict, "unet", png(photo))
+    np.testing.assert_array_equal(sent[0], imaging.resize_image(photo, SIZE)[None])
+    mask = imaging.decode_mask(answer["mask_png"])
+    assert mask.shape == (96, 128)
+    assert (mask[:, :64] == 0).all() and (mask[:, 64:] == 1).all()
+    assert [c["pixels"] for c in answer["coverage"]] == [96 * 64, 96 * 64, 0]
+    assert answer["corrosion_asset_ratio"] == 0.5 and answer["rust_grade"] == 1
+    assert (answer["width"], answer["height"]) == (128, 96)
+
+
+def test_a_passed_deadline_spares_the_model():
+    calls = []
+
+    async def predict(name, batch):
+        calls.append(name)
+        return pack(from_probabilities(probs_of(half_and_half(0, 1), 0.9)))
+
+    header = imaging.read_header(PHOTO)
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(Pipeline(predict).segment(PHOTO, header, served("unet"), deadline=0.0))
+    assert calls == []
+
+
+def test_a_failing_model_service_is_a_retryable_model_failure():
+    async def predict(name, batch):
+        raise ConnectionError("reset by peer")
+
+    with pytest.raises(ModelFailed, match="unet did not answer: reset by peer") as caught:
+        segment(predict, "unet")
+    assert caught.value.retry_after == 1.0
+
+
+@pytest.mark.parametrize(
+    ("truth", "message"),
+    [
+        (b"", "ground_truth is empty"),
+        (png(np.zeros((96, 127, 3), np.uint8)), "ground_truth is 127x96 but the image is 128x96"),
+        (b"not an image", "not a PNG"),
+    ],
+)
+def test_evaluate_checks_the_ground_truth_before_the_model_runs(truth, message):
+    calls = []
+
+    async def predict(name, batch):
+        calls.append(name)
+        return pack(from_probabilities(probs_of(half_and_half(0, 1), 0.9)))
+
+    header = imaging.read_header(PHOTO)
+    with pytest.raises(InvalidInput, match=message):
+        asyncio.run(Pipeline(predict).evaluate(PHOTO, header, truth, served("unet")))
+    assert calls == []
+
+
+def test_evaluate_scores_the_answer_against_the_truth():
+    """Truth: corrosion left, background right; answer: corrosion left, asset right. Corrosion is right
+    everywhere (IoU 1), the right half is asset instead of background (half the pixels wrong)."""
+    truth = np.zeros((96, 128), np.uint8)
+    truth[:, 64:] = 2
+
+    async def predict(name, batch):
+        return pack(from_probabilities(probs_of(half_and_half(0, 1), 0.9)))
+
+    header = imaging.read_header(PHOTO)
+    answer = asyncio.run(Pipeline(predict).evaluate(PHOTO, header, imaging.encode_png(truth), served("unet")))
+    rows = {r["name"]: r for r in answer["per_class"]}
+    assert rows["corrosion"]["iou"] == 1.0
+    assert rows["background"]["true_pixels"] == 96 * 64 and rows["background"]["predicted_pixels"] == 0
+    assert rows["asset"]["predicted_pixels"] == 96 * 64
+    assert answer["pixel_accuracy"] == 0.5
+    assert answer["confusion_matrix"] == [96 * 64, 0, 0, 0, 0, 0, 0, 96 * 64, 0]
+    assert answer["prediction"]["corrosion_asset_ratio"] == 0.5
