@@ -45,8 +45,9 @@ audit: setup ## Check the locked dependencies for known vulnerabilities with pip
 proto: setup ## Regenerate the Python stubs in src/segserve/v1 from proto/
 	$(PY) -m segserve.protogen
 
-models: setup ## Import the shipped models (models/) into the BentoML store if missing
+models: setup ## Import the shipped models (models/) into the BentoML store if missing; check their parity on this machine with DATA
 	$(PY) -m segserve.cli import-models
+	if [ -d "$(DATA)" ]; then $(PY) -m training.parity --data "$(DATA)" --only-unchecked; fi
 
 serve: models ## Serve HTTP on SEGSERVE_HTTP_PORT (3000) and gRPC on SEGSERVE_GRPC_PORT (50051)
 	$(PY) -m segserve.cli serve
@@ -63,10 +64,15 @@ lint: setup ## Lint and check formatting with ruff
 format: setup ## Fix lint and formatting with ruff
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
-train: setup ## Train both models on DATA (resumable: rerun to continue), then export them to models/
-	for m in $$($(PY) -c 'from segserve.architectures import SHIPPED; print(*SHIPPED)'); do $(PY) -m training.train --model $$m --data $(DATA) --resume && $(PY) -m training.export --run runs/$$m --import || exit 1; done
+# The shipped models' recipe (epochs and settings) is recorded in models/<model>.json; TRAIN_FLAGS adds or overrides
+# options (e.g. "--epochs 2 --limit 16" for a short run). RELEASE_DIR=models replaces the tracked release.
+RELEASE_DIR ?= runs/release
+TRAIN_FLAGS ?=
+train: setup ## Train the shipped models by their recorded recipe into runs/ (resumable), export and calibrate them into RELEASE_DIR (runs/release), import them as candidates
+	for m in $$($(PY) -c 'from segserve.architectures import SHIPPED; print(*SHIPPED)'); do $(PY) -m training.train --model $$m --data $(DATA) --recipe release --resume $(TRAIN_FLAGS) && $(PY) -m training.export --run runs/$$m --release-dir $(RELEASE_DIR) --import || exit 1; done
+	$(PY) -m training.calibrate --data $(DATA) --release-dir $(RELEASE_DIR) --write
 
-finetune: setup ## Fine-tune MODEL (deeplabv3plus) from its release on DATA; import it if better on DATA's val
+finetune: setup ## Fine-tune MODEL (deeplabv3plus) from its release on DATA; import it as a candidate if better on DATA's val
 	$(PY) -m training.finetune --model $(MODEL) --data $(DATA)
 
 bench: setup ## Raw, naive and served throughput and latency side by side (run against `make serve`, same BENTOML_HOME)
@@ -91,6 +97,13 @@ ops-tools: ## Install promtool and prometheus (Debian's prometheus package) if m
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus && \
 	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now prometheus; fi; fi
+
+.PHONY: postgres-tools
+postgres-tools: ## Install PostgreSQL (Debian's postgresql package) if missing, for the history's tests; as root or with sudo
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then echo "postgresql: installed"; \
+	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql && \
+	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now postgresql; fi; fi
 
 browser-tools: ## Install Chromium (Debian's chromium package), which the page's browser test drives, if missing
 	@if command -v chromium >/dev/null; then echo "chromium: installed"; \

@@ -1,7 +1,9 @@
 """What this machine does with the served model outside the server: the yardstick for the served numbers.
 
-- raw: ``segserve.predictor`` on each backend, in this process, at several batch sizes (the served model's
-  files from the BentoML store, exactly what the model service loads), with GFLOP/s from the model's FLOP count;
+- raw: ``segserve.predictor`` on every engine (backend and precision) this machine runs, in this process, at
+  several batch sizes (the served model's files from the BentoML store, exactly what the model service loads),
+  with GFLOP/s from the model's FLOP count and, given labelled photos, each engine's parity with ONNX Runtime
+  float32 (``segserve.parity``: pixel agreement and mean IoU);
 - naive: Keras ``model.predict`` on one image per call, what a server without batching or a lean call does.
 
 ``loadtests.bench`` runs these first, then the served system, and compares them in one table.
@@ -15,18 +17,51 @@ from pathlib import Path
 
 import numpy as np
 
-from segserve import predictor, store
+from segserve import engines, parity, predictor, store
+
+REFERENCE = "onnxruntime f32"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One way of running the model: a backend at a precision (ONNX Runtime also with spinning threads)."""
+
+    backend: str
+    precision: str = "f32"
+    spinning: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}" + (", spinning threads" if self.spinning else "")
+
+
+def engines_here(backends: tuple[str, ...]) -> list[EngineSpec]:
+    """The engines of ``backends`` this machine runs: every backend in float32, ONNX Runtime also with spinning
+    threads, OpenVINO also in bfloat16 where the CPU has it natively."""
+    specs = []
+    for backend in sorted(backends, key=lambda b: b != "onnxruntime"):  # the reference first
+        specs.append(EngineSpec(backend))
+        if backend == "onnxruntime":
+            specs.append(EngineSpec(backend, spinning=True))
+        if backend == "openvino" and engines.native_bf16():
+            specs.append(EngineSpec(backend, "bf16"))
+    return specs
 
 
 @dataclass
 class RawRow:
-    """Throughput of one way of running the model."""
+    """Throughput of one way of running the model, and its parity with ONNX Runtime float32 (None: unchecked)."""
 
     engine: str
     batch: int
     images: int
     seconds: float
     latencies_ms: list[float]
+    parity: dict | None = None
+
+    @property
+    def passes_parity(self) -> bool:
+        return self.engine.startswith(REFERENCE) or bool(self.parity and self.parity["passed"])
 
     @property
     def throughput(self) -> float:
@@ -85,9 +120,18 @@ def _time_calls(run, images: np.ndarray, min_seconds: float, min_calls: int) -> 
 
 
 def raw_rows(
-    name: str, batches: tuple[int, ...], backends: tuple[str, ...], min_seconds: float, threads: int = 0
+    name: str,
+    batches: tuple[int, ...],
+    backends: tuple[str, ...],
+    min_seconds: float,
+    threads: int = 0,
+    labelled: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[list[RawRow], float]:
-    """Throughput of the served ``corrosion-<name>`` per backend and batch size, and its FLOPs per image."""
+    """Throughput of the served ``corrosion-<name>`` per engine and batch size, and its FLOPs per image.
+
+    labelled: (images (N, S, S, 3), truth (N, S, S)) at the model's input size: each engine's masks on them are
+    compared with ONNX Runtime float32's (``segserve.parity.compare``).
+    """
     import keras
 
     import segserve.models  # noqa: F401  (registers the custom layers)
@@ -96,15 +140,22 @@ def raw_rows(
     size = info.input_size
     rng = np.random.default_rng(0)
     rows = []
-    # ONNX Runtime twice: as served (threads sleep between calls) and with spinning threads, its fastest alone.
-    engines = [(b, False) for b in backends] + [("onnxruntime", True)] * ("onnxruntime" in backends)
-    for backend, spinning in engines:
-        run = predictor.load_predictor(model_dir, backend, size, threads, spinning)
-        label = f"{backend} float32" + (", spinning threads" if spinning else "")
+    reference_masks = None
+    for spec in engines_here(backends):
+        run = predictor.load_predictor(
+            model_dir, spec.backend, size, threads, spec.spinning, spec.precision, str(store.openvino_cache_dir())
+        )
+        checked = None
+        if labelled is not None:
+            masks = parity.masks(run, labelled[0])
+            if spec.label == REFERENCE:
+                reference_masks = masks
+            if reference_masks is not None:
+                checked = parity.compare(reference_masks, masks, labelled[1])
         for batch in batches:
             images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
             seconds, latencies, n = _time_calls(run.predict, images, min_seconds, 3)
-            rows.append(RawRow(label, batch, n, seconds, latencies))
+            rows.append(RawRow(spec.label, batch, n, seconds, latencies, checked))
     model = keras.saving.load_model(model_dir / predictor.KERAS_FILE, compile=False)
     flops = model_flops(model_dir / predictor.ONNX_FILE, size)
 

@@ -64,7 +64,10 @@ def _current_edge():
 
 @bentoml.asgi_app(build_app(_current_edge), path="/")
 @bentoml.service(
-    name="segserve", workers=1, traffic={"timeout": 300}, **({"ssl": settings.http_ssl} if settings.tls else {})
+    name="segserve",
+    workers=settings.entry_workers,
+    traffic={"timeout": 300},
+    **({"ssl": settings.http_ssl} if settings.tls else {}),
 )
 class SegServe:
     """The entry service: the HTTP routes and the gRPC server over one Edge (``segserve.entry.Entry``)."""

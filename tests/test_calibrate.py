@@ -67,6 +67,9 @@ def test_the_rule_flags_the_photo_that_carries_the_error():
     assert (numbers["flagged"], numbers["unflagged"]) == (1, 3)
     assert numbers["flagged_ratio_mae"] == pytest.approx(0.5) and numbers["unflagged_ratio_mae"] == 0.0
     assert numbers["flagged_share_of_ratio_error"] == pytest.approx(1.0)
+    held_out = np.array([False, False, True, False])  # the bad answer missed when held out, a good one flagged
+    large = calibrate.summary(photos, chosen, False, "val", held_out)["large_error"]
+    assert large == {"threshold": 0.1, "photos": 1, "flagged": 1, "held_out_flagged": 0}
 
 
 def test_the_rule_never_flags_more_than_half_and_agreement_adds_the_disagreeing_photo():
@@ -140,8 +143,25 @@ def test_calibration_writes_thresholds_that_behave(make_dataset, tiny_models, mo
             cal["ensemble"]["n_images"] == 4
             and cal["ensemble"]["thresholds"]["min_agreement"] == block["min_agreement"]
         )
-        assert "spearman_mean_confidence_vs_ratio_error" in cal and "held_out" in cal
+        assert "held_out" in cal and None not in cal.values()  # an undefined correlation is left out
+        large = cal["large_error"]
+        assert large["threshold"] == calibrate.LARGE_ERROR == 0.1
+        assert large["photos"] == sum(e > 0.1 for e in errors) and large["flagged"] <= large["photos"]
     assert written["deeplabv3plus"]["review"]["min_agreement"] == written["unet"]["review"]["min_agreement"]
+    # what GET /models reports of it (the ensemble's from the default model's metadata)
+    from segserve.catalog import Catalog
+    from segserve.settings import Settings
+
+    served = {n: {"version": "v", "input_size": INPUT_SIZE, "metadata": written[n]} for n in NAMES}
+    catalog = Catalog(Settings(), served)
+    for name in NAMES:
+        told = catalog.review_calibration(name)
+        assert told["n_images"] == 4 and told["flagged"] == written[name]["review"]["calibration"]["flagged"]
+        assert told["large_error"] == written[name]["review"]["calibration"]["large_error"]
+    assert (
+        catalog.review_calibration("ensemble")["flagged"]
+        == written["deeplabv3plus"]["review"]["calibration"]["ensemble"]["flagged"]
+    )
     ensemble_probs = np.mean([Predictor(tiny_models[n]).probabilities(inputs) for n in NAMES], axis=0)
     ensemble_masks = [imaging.upsample_mask(p.argmax(axis=-1).astype(np.uint8), 64, 48) for p in ensemble_probs]
     ensemble = written["deeplabv3plus"]["ensemble_val_metrics"]

@@ -80,7 +80,7 @@ def test_versions_lists_newest_first_and_marks_the_served_one(temp_store, capsys
     first = _save("unet")
     second = _save("unet", trained_from="release models/unet.json", trained_on="/data (4 train / 2 val photos)")
     lines = _versions_output(capsys)
-    assert "2 version(s)" in lines[0] and "served (latest)" in lines[0]
+    assert "2 version(s)" in lines[0] and "served (newest release or promoted)" in lines[0]
     assert lines[1].startswith(f"* {second}") and "from release models/unet.json" in lines[1]
     assert "on /data (4 train / 2 val photos)" in lines[1]
     assert lines[2].startswith(f"  {first}")
@@ -103,12 +103,44 @@ def test_rollback_serves_the_previous_version_and_use_latest_undoes_it(temp_stor
     segserve_cli.rollback("corrosion-unet")  # the store name works too
     assert store.store_ref("unet").tag.version == first
     assert segserve_cli.rollback("unet") == 1  # nothing older
-    assert "oldest version" in capsys.readouterr().err
+    assert "oldest release or promoted version" in capsys.readouterr().err
 
     assert segserve_cli.use("unet:latest") == 0
     assert store.store_ref("unet").tag.version == third
     assert not (temp_store / "segserve" / "served.json").exists()
     assert store.store_ref("deeplabv3plus").tag.version != third  # pins are per model
+
+
+def _status(line: str) -> str:
+    """The status column of a `segserve versions` line: release, candidate or promoted."""
+    return line.lstrip("* ").split()[3]
+
+
+def test_a_candidate_is_served_once_promoted_and_rollback_passes_over_candidates(temp_store, capsys):
+    release = _save("unet")
+    rejected = store.save_to_store(tiny_model("unet"), "unet", {"input_size": 64}, candidate=True).split(":")[1]
+    candidate = store.save_to_store(tiny_model("unet"), "unet", {"input_size": 64}, candidate=True).split(":")[1]
+    assert store.store_ref("unet").tag.version == release  # candidates wait for promotion
+    lines = _versions_output(capsys)
+    assert lines[1].startswith(f"  {candidate}") and _status(lines[1]) == "candidate"
+    assert lines[3].startswith(f"* {release}") and _status(lines[3]) == "release"
+
+    with pytest.raises(SystemExit) as exit_:
+        segserve_cli.main(["promote", "unet"])  # the newest candidate
+    assert exit_.value.code == 0
+    assert f"serving corrosion-unet:{candidate} from the next server start" in capsys.readouterr().out
+    assert store.store_ref("unet").tag.version == candidate and store.read_pins() == {}
+    assert _status(_versions_output(capsys)[1]) == "promoted"
+
+    assert segserve_cli.rollback("unet") == 0  # back to the release, past the candidate never promoted
+    assert f"serving corrosion-unet:{release} instead of corrosion-unet:{candidate}" in capsys.readouterr().out
+    assert segserve_cli.promote(f"unet:{rejected[:10]}") == 0  # an older candidate is served by a pin
+    assert "(pinned: newer versions exist)" in capsys.readouterr().out
+    assert store.store_ref("unet").tag.version == rejected and store.read_pins() == {"corrosion-unet": rejected}
+    assert segserve_cli.promote("unet") == 1  # every candidate is promoted now
+    assert "no candidate waiting for promotion" in capsys.readouterr().err
+    assert segserve_cli.promote("unet:doesnotexist") == 1
+    assert "corrosion-unet:doesnotexist is not in the BentoML model store" in capsys.readouterr().err
 
 
 def test_use_pins_a_version_by_prefix_and_a_new_import_is_served(temp_store, capsys):

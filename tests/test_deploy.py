@@ -35,6 +35,8 @@ ALERTS = {
     "SegServeModelNotLoaded",
     "SegServeModelAbsent",
     "SegServeConfidenceDrop",
+    "SegServeHistoryWriteFailing",
+    "SegServeHistoryRecordsDropped",
 }
 # Grafana's built-in interval variables, replaced by plain durations before promtool parses a query.
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
@@ -209,7 +211,8 @@ def container(base) -> dict:
 
 
 def env(base) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(base)["env"]}
+    """The container's plain environment values (those from a Secret are left out)."""
+    return {e["name"]: e["value"] for e in container(base)["env"] if "value" in e}
 
 
 def quantity_bytes(value: str) -> float:
@@ -234,7 +237,9 @@ def test_deployment_ports_probes_and_drain(base):
     # and BentoML's own shutdown.
     sleep = int(main["lifecycle"]["preStop"]["exec"]["command"][-1])
     grace = float(env(base)["SEGSERVE_GRPC_GRACE_SECONDS"])
-    assert pod["terminationGracePeriodSeconds"] >= sleep + grace + 20
+    from segserve.history import FLUSH_SECONDS
+
+    assert pod["terminationGracePeriodSeconds"] >= sleep + grace + FLUSH_SECONDS + 20
 
 
 def test_deployment_security_and_resources(base):
@@ -250,7 +255,7 @@ def test_deployment_security_and_resources(base):
 
     # measured: 2.68 GB at the peak of a burst of 32 photos of 36 megapixels, with the pixel budget below
     assert quantity_bytes(resources["limits"]["memory"]) > 2.68e9 * 1.3
-    env = {e["name"]: e["value"] for e in container(base)["env"]}
+    env = {e["name"]: e["value"] for e in container(base)["env"] if "value" in e}
     assert int(env["SEGSERVE_MAX_PIXELS_IN_FLIGHT"]) == Settings().max_pixels_in_flight
     assert env["SEGSERVE_MODEL_THREADS"] == resources["requests"]["cpu"]
 
@@ -277,6 +282,18 @@ def test_services_budget_and_autoscaler_select_the_deployment(base):
     assert [m["resource"]["name"] for m in autoscaler["spec"]["metrics"]] == ["cpu"]
     # The budget never blocks every replica: at least one more replica than it lets go.
     assert autoscaler["spec"]["minReplicas"] > budget["spec"]["maxUnavailable"]
+
+
+def test_the_history_database_url_comes_from_a_secret(base):
+    """Replicas share one PostgreSQL database named by a Secret, never by a value in the manifest; the README says
+    how to create the Secret and why SQLite is for one replica."""
+    (entry,) = [e for e in container(base)["env"] if e["name"] == "SEGSERVE_HISTORY_URL"]
+    assert "value" not in entry
+    assert entry["valueFrom"]["secretKeyRef"] == {"name": "segserve-history", "key": "url"}
+    assert "postgresql://" not in yaml.safe_dump(base[("Deployment", "segserve")])  # only in comments
+    readme = (K8S / "README.md").read_text()
+    assert "kubectl create secret generic segserve-history" in readme and "one replica" in readme
+    assert base[("HorizontalPodAutoscaler", "segserve")]["spec"]["minReplicas"] > 1  # hence PostgreSQL, not SQLite
 
 
 def test_admission_limit_agrees_across_the_kit(base):

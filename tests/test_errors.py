@@ -15,6 +15,7 @@ from segserve.servicer import status_code
         (errors.InvalidInput, "INVALID_ARGUMENT", 400),
         (errors.Unauthenticated, "UNAUTHENTICATED", 401),
         (errors.UnknownModel, "NOT_FOUND", 404),
+        (errors.UnknownInspection, "NOT_FOUND", 404),
         (errors.TooLarge, "RESOURCE_EXHAUSTED", 413),
         (errors.Overloaded, "RESOURCE_EXHAUSTED", 429),
         (errors.Internal, "INTERNAL", 500),

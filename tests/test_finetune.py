@@ -1,5 +1,6 @@
-"""Retraining on the users' own photos: the fine-tune's options and comparison, encoder weights from a file, and a
-fine-tune that continues from the shipped release, becomes a served store version and is undone by rollback.
+"""Retraining on the users' own photos: the fine-tune's options and comparison, encoder weights from a file, a
+fine-tune that continues from the shipped release and becomes a candidate that is promoted and rolled back, and
+the retraining loop of docs/training.md run as written: fine-tune, calibrate, compare, promote, serve, roll back.
 
 The precision choice is tested in test_compute.py, the start models in test_sources.py."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,8 +50,30 @@ def test_finetune_defaults(tmp_path):
         finetune.parse_args(["--model", "unet", "--data", ".", "--encoder-weights", "imagenet"])
 
 
+def test_the_recipe_of_the_shipped_release_is_the_default_and_options_override_it(tmp_path, capsys):
+    from training import loop
+    from training.metadata import RECIPE_KEYS, build_metadata
+
+    args = loop.parse_args(["--model", "unet", "--data", ".", "--recipe", "release"])
+    recipe = json.loads(store.release_paths("unet")[1].read_text())["recipe"]
+    assert recipe["epochs"] == 90 and set(recipe) == set(RECIPE_KEYS)
+    assert {k: getattr(args, k) for k in RECIPE_KEYS} == recipe
+    deeplab = loop.parse_args(["--model", "deeplabv3plus", "--data", ".", "--recipe", "release", "--lr", "0.01"])
+    assert (deeplab.epochs, deeplab.lr, deeplab.batch_size) == (120, 0.01, 8)  # the option given wins
+    # a run records its recipe with the model it makes, so that --recipe can run it again
+    config = {**vars(deeplab), "data": ".", "train_ids": [], "val_ids": []}
+    assert build_metadata(config, {}, {}, "today")["recipe"] == {**recipe, "epochs": 120, "lr": 0.01}
+    with pytest.raises(SystemExit):
+        loop.parse_args(["--model", "unet", "--data", ".", "--recipe", str(tmp_path)])
+    assert "unet.json cannot be read as a release's metadata" in capsys.readouterr().err
+    (tmp_path / "unet.json").write_text(json.dumps({"input_size": 256}))
+    with pytest.raises(SystemExit):
+        loop.parse_args(["--model", "unet", "--data", ".", "--recipe", str(tmp_path)])
+    assert "records no recipe" in capsys.readouterr().err
+
+
 def test_the_comparison_reads_as_percentages_and_changes():
-    from training import finetune
+    from training import comparison as finetune
 
     before = {"mean_iou": 0.5, "per_class": [{"name": "corrosion", "iou": 0.25}], "ratio_mae": 0.1}
     after = {"mean_iou": 0.5525, "per_class": [{"name": "corrosion", "iou": 0.3}], "ratio_mae": 0.08}
@@ -152,6 +176,7 @@ def test_a_finetune_continues_from_the_release_is_served_and_rolled_back(
     argv += ["--no-report", "--import", "always"]
     with bentoml_home(home):
         first = store.store_ref("unet").tag.version
+        assert store.read_pins() == {}
         try:
             summary = finetune.finetune(finetune.parse_args(argv), "python -m training.finetune ...")
             # The release's loss on the same batch, computed under the same precision.
@@ -164,10 +189,13 @@ def test_a_finetune_continues_from_the_release_is_served_and_rolled_back(
         finally:
             keras.mixed_precision.set_dtype_policy("float32")
         new = summary["imported"].split(":")[1]
-        ref = store.store_ref("unet")
+        assert store.store_ref("unet").tag.version == first  # a candidate is not served before its promotion
+        ref = store.resolve("unet", "candidate")
         assert ref.tag.version == new != first
         meta = dict(ref.info.metadata)
         model_file = ref.path_of(store.MODEL_FILE)
+        assert store.promote("unet") == (new, False)
+        assert store.store_ref("unet").tag.version == new
 
     first_loss = json.loads((out / "state.json").read_text())["first_batch_loss"]
     assert first_loss == pytest.approx(expected, rel=2e-3)
@@ -176,7 +204,8 @@ def test_a_finetune_continues_from_the_release_is_served_and_rolled_back(
     assert meta["trained_from"].startswith("release ") and "models/unet.json (trained_at " in meta["trained_from"]
     assert meta["trained_on"] == f"{photos.root.resolve()} (4 train / 2 val photos)"
     assert meta["encoder_weights"] == "none" and meta["input_size"] == 64 and meta["builder_kwargs"] == {}
-    assert meta["precision"] == "mixed_bfloat16"
+    assert meta["precision"] == "mixed_bfloat16" and meta["candidate"] is True
+    assert meta["recipe"]["epochs"] == 1 and meta["recipe"]["input_size"] == 64 and meta["recipe"]["lr"] == 1e-4
     for metrics in (meta["val_metrics"], summary["start"], summary["fine_tuned"]):
         assert metrics["num_images"] == 2 and [row["name"] for row in metrics["per_class"]] == list(CLASS_NAMES)
         assert {"mean_iou", "pixel_accuracy", "ratio_mae", "grade_exact", "grade_within_one"} <= set(metrics)
@@ -185,16 +214,6 @@ def test_a_finetune_continues_from_the_release_is_served_and_rolled_back(
         assert "bfloat16" not in archive.read("config.json").decode()
     assert "| mean IoU (%) |" in (out / "comparison.md").read_text()
 
-    server = start_server(home, tmp_path / "serve.log", max_latency_ms=1000)
-    try:
-        wait_until_serving(server)
-        unet = _served_unet(server)
-        assert unet["version"] == new and unet["input_size"] == 64
-        if "trained_from" in unet:  # once ListModels reports them
-            assert unet["trained_from"] == meta["trained_from"] and unet["trained_on"] == meta["trained_on"]
-    finally:
-        stop_server(server)
-
     # Roll back: the server loads the served version (store_ref) at start-up, so the next start serves the first.
     with bentoml_home(home):
         assert cli.rollback("unet") == 0
@@ -202,7 +221,7 @@ def test_a_finetune_continues_from_the_release_is_served_and_rolled_back(
         assert store.store_ref("unet").tag.version == first
     listing = _cli("versions", "unet", home=home).stdout.splitlines()
     assert listing[1].startswith(f"  {new}") and listing[2].startswith(f"* {first}")
-    assert "(pinned)" in listing[0]
+    assert "(pinned)" in listing[0] and " promoted " in listing[1] and "from release " in listing[1]
     assert f"found corrosion-unet:{first}" in _cli("check-models", home=home).stdout
 
 
@@ -214,3 +233,92 @@ def _cli(*args: str, home) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+# ------------------------------------------------------------------------------------- the documented loop
+
+LOOP_HEADING = "## The retraining loop"
+# What the test adds to the documented fine-tune so that it runs in a minute on tiny photos.
+SMALL_FINETUNE = ["--epochs", "1", "--batch-size", "2", "--input-size", "64", "--no-report", "--threads", "1"]
+SMALL_FINETUNE += ["--import", "always"]
+
+
+def documented_loop() -> list[list[str]]:
+    """The commands of the first bash block of docs/training.md's retraining loop, split into words."""
+    section = (ROOT / "docs" / "training.md").read_text().split(LOOP_HEADING, 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line.split("#", 1)[0]) for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_the_documented_loop_has_every_step_in_order():
+    steps = [" ".join(words[:3]) for words in documented_loop()]
+    assert steps == [
+        "python -m training.finetune",
+        "python -m training.calibrate",
+        "python -m training.evaluate",
+        "segserve promote unet",
+        "make serve",
+        "segserve rollback unet",
+    ]
+
+
+@pytest.mark.slow
+def test_the_documented_loop_serves_a_calibrated_fine_tune_and_rolls_it_back(tiny_store, make_dataset, tmp_path):
+    """docs/training.md's loop, line by line in a fresh process each, on a folder named as in the docs: the
+    fine-tune becomes a candidate, calibration writes its thresholds into its store version, the comparison
+    with the served version is written, promotion serves it (with those thresholds) and rollback undoes it."""
+    import httpx
+
+    ids = [f"{k:03d}" for k in range(1, 9)]
+    make_dataset(n=8, size=(64, 80), splits={"train": ids[:5], "val": ids[5:]}, root=tmp_path / "our-photos")
+    home = tmp_path / "home"
+    shutil.copytree(tiny_store, home)
+    env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    with bentoml_home(home):
+        first = store.store_ref("unet").tag.version
+
+    def run(words: list[str]) -> str:
+        if words[0] == "segserve":
+            words = ["python", "-m", "segserve.cli", *words[1:]]
+        if words[:3] == ["python", "-m", "training.finetune"]:
+            words = words + SMALL_FINETUNE
+        done = subprocess.run(
+            [sys.executable, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, f"{shlex.join(words)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    finetune, calibrate, evaluate, promote, serve, rollback = documented_loop()
+    assert "a candidate" in run(finetune)
+    with bentoml_home(home):
+        candidate = store.resolve("unet", "candidate").tag.version
+        assert store.store_ref("unet").tag.version == first != candidate
+
+    assert f"into corrosion-unet:{candidate}" in run(calibrate)
+    with bentoml_home(home):
+        review = dict(store.resolve("unet", candidate).info.metadata)["review"]
+    assert (review["calibration"]["split"], review["calibration"]["n_images"]) == ("val", 3)
+    assert (tmp_path / "runs" / "calibrate" / "review_calibration.md").exists()
+
+    compared = run(evaluate)
+    assert f"corrosion-unet:{candidate}" in compared and "than BentoML store" in compared
+    assert "| mean IoU (%) |" in (tmp_path / "reports" / "unet-val" / "comparison.md").read_text()
+
+    assert f"serving corrosion-unet:{candidate} from the next server start" in run(promote)
+    assert serve == ["make", "serve"]  # as make serve would: a server over this store
+    server = start_server(home, tmp_path / "serve.log", max_latency_ms=1000)
+    try:
+        wait_until_serving(server)
+        unet = _served_unet(server)
+        models = httpx.get(f"{server.http_url}/models", timeout=10).json()["models"]
+    finally:
+        stop_server(server)
+    assert unet["version"] == candidate and unet["input_size"] == 64
+    thresholds = {k: v for k, v in review.items() if k != "calibration"}
+    assert unet["review"] == pytest.approx(thresholds)
+    assert unet["review_calibration"]["n_images"] == 3 and unet["review_calibration"]["split"] == "val"
+    assert next(m for m in models if m["name"] == "deeplabv3plus")["review_calibration"] == {}
+
+    assert f"serving corrosion-unet:{first} instead of corrosion-unet:{candidate}" in run(rollback)
+    with bentoml_home(home):
+        assert store.store_ref("unet").tag.version == first

@@ -324,3 +324,16 @@ def test_encode_png_rgb_is_rgb():
     with Image.open(io.BytesIO(data)) as im:
         assert im.mode == "RGB"
         np.testing.assert_array_equal(np.asarray(im), halves(4, 6))
+
+
+def test_color_mask_png_is_indexed_with_the_class_palette(make_mask):
+    """The colour mask is a palette PNG: every reader shows the class colours, and it decodes to ``colorize``."""
+    mask = make_mask(12, 16)
+    data = imaging.encode_color_mask_png(mask)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode == "P"
+        assert im.getpalette()[: 3 * len(PALETTE)] == PALETTE.ravel().tolist()
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), imaging.colorize(mask))
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(bgr[..., ::-1], imaging.colorize(mask))
+    np.testing.assert_array_equal(imaging.decode_mask(data), mask)

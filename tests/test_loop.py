@@ -33,6 +33,7 @@ TRAIN_DEFAULTS = {
     "no_report": False,
     "init_from": None,
     "precision": "float32",
+    "recipe": None,
 }
 
 

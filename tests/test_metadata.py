@@ -114,6 +114,7 @@ def test_build_metadata_of_a_run():
         "train_ids": ["001", "002", "003"],
         "val_ids": ["004"],
         "trained_at": "2025-03-04",
+        "recipe": {"encoder_weights": "none", "input_size": 64},  # the run's training options (RECIPE_KEYS)
     }
     assert "train_seconds" not in build_metadata(CONFIG, {}, {}, "2025-03-04")  # no state.json: left out
 

@@ -35,8 +35,21 @@ def test_csharp_generation_uses_the_frontend_namespace(tmp_path):
     assert [p.name for p in generated] == ["Segmentation.cs"]
     source = generated[0].read_text()
     assert "namespace SegServe.V1 {" in source
-    for name in ("SegmentRequest", "SegmentResponse", "EvaluateRequest", "EvaluateResponse", "ListModelsResponse"):
+    for name in (
+        "SegmentRequest",
+        "SegmentResponse",
+        "EvaluateRequest",
+        "EvaluateResponse",
+        "ListModelsResponse",
+        "ListInspectionsRequest",
+        "ListInspectionsResponse",
+        "GetInspectionRequest",
+        "GetInspectionResponse",
+        "Inspection",
+    ):
         assert f"public sealed partial class {name} " in source
+    # the history's times are the well-known Timestamp, which Google.Protobuf ships for C#
+    assert "global::Google.Protobuf.WellKnownTypes.Timestamp Time" in source
     assert "public enum ReviewReason {" in source
     assert "public sealed partial class ReviewThresholds " in source
 
@@ -44,7 +57,7 @@ def test_csharp_generation_uses_the_frontend_namespace(tmp_path):
 def test_contract_field_names():
     """Clients rely on these names; renaming one breaks them."""
     fields = {m.name: [f.name for f in m.fields] for m in pb.DESCRIPTOR.message_types_by_name.values()}
-    assert fields["SegmentRequest"] == ["image", "model", "include_overlay"]
+    assert fields["SegmentRequest"] == ["image", "model", "include_overlay", "asset_id", "labels"]
     assert fields["SegmentResponse"][:10] == [
         "model",
         "model_version",
@@ -73,7 +86,13 @@ def test_contract_field_names():
         "prediction",
     }
     service = pb.DESCRIPTOR.services_by_name["SegmentationService"]
-    assert [m.name for m in service.methods] == ["Segment", "Evaluate", "ListModels"]
+    assert [m.name for m in service.methods] == [
+        "Segment",
+        "Evaluate",
+        "ListModels",
+        "ListInspections",
+        "GetInspection",
+    ]
     assert pb.DESCRIPTOR.package == "segserve.v1"
 
 
@@ -92,6 +111,34 @@ def test_field_numbers_never_move():
         "needs_review": 15,
         "review_reasons": 16,
         "models_agreement": 17,
+        "inspection_id": 18,
+    }
+    assert numbers("SegmentRequest") == {"image": 1, "model": 2, "include_overlay": 3, "asset_id": 4, "labels": 5}
+    assert numbers("ListInspectionsRequest") == {
+        "asset_id": 1,
+        "start_time": 2,
+        "end_time": 3,
+        "needs_review": 4,
+        "page_size": 5,
+        "page_token": 6,
+    }
+    assert numbers("ListInspectionsResponse") == {"inspections": 1, "next_page_token": 2}
+    assert numbers("GetInspectionRequest") == {"inspection_id": 1}
+    assert numbers("GetInspectionResponse") == {"inspection": 1}
+    inspection = numbers("Inspection")
+    assert [inspection[n] for n in ("inspection_id", "time", "photo_sha256", "asset_id", "corrosion_asset_ratio")] == [
+        1,
+        2,
+        3,
+        5,
+        11,
+    ]
+    assert {k: v for k, v in inspection.items() if v > 19} == {
+        "transport": 20,
+        "photo_kept": 21,
+        "mask_png": 22,
+        "overlay_jpeg": 23,
+        "photo": 24,
     }
     assert numbers("ClassCoverage") == {"class_id": 1, "name": 2, "pixels": 3, "fraction": 4, "mean_confidence": 5}
     info = numbers("ModelInfo")

@@ -139,3 +139,54 @@ def test_shipped_models_serve_real_validation_pairs(shipped_store, tmp_path):
                 assert correct / total > max(0.4, meta["val_metrics"]["pixel_accuracy"] - 0.25)
     finally:
         stop_server(server)
+
+
+def batch_totals(server) -> tuple[float, float]:
+    """segserve_batch_size's sum and count for deeplabv3plus, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(f"{server.http_url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name in ("segserve_batch_size_sum", "segserve_batch_size_count"):
+                if sample.labels.get("model") == "deeplabv3plus":
+                    values[sample.name] = sample.value
+    return values.get("segserve_batch_size_sum", 0.0), values.get("segserve_batch_size_count", 0.0)
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_lone_request_after_a_burst_waits_for_nobody(shipped_store, tmp_path):
+    """The real models on the default engine, two entry workers: a burst is batched (batch sizes from /metrics),
+    and a lone request after it takes no longer in the model service than a lone request did before it (within
+    1.5 times: BentoML's own dispatcher held such a request for the mean queueing wait it had learned)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_server(shipped_store, tmp_path / "serve.log", entry_workers=2)
+    image = (DATA / "original" / f"ORI_{read_ids('val')[0]}.png").read_bytes()
+    try:
+        wait_until_serving(server)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = pb_grpc.SegmentationServiceStub(channel)
+
+            def model_seconds() -> float:
+                return stub.Segment(pb.SegmentRequest(image=image), timeout=120).model_seconds
+
+            for _ in range(3):
+                model_seconds()  # warm: both entry workers, the model service
+            fresh = sorted(model_seconds() for _ in range(7))[3]
+            before = batch_totals(server)
+            with ThreadPoolExecutor(16) as pool:
+                for _ in range(3):
+                    list(pool.map(lambda _: model_seconds(), range(32)))
+            total, count = (a - b for a, b in zip(batch_totals(server), before, strict=True))
+            # the bursts were batched (a call dropped by BentoML's client session refresh is sent again: >= 96)
+            assert total >= 96 and total / count > 2, (total, count)
+            time.sleep(0.5)
+            after = [model_seconds() for _ in range(5)]
+        assert max(after) <= 1.5 * fresh + 0.02, (fresh, after)
+        assert (
+            httpx.post(f"{server.http_url}/segment", files={"image": ("p.png", image)}, timeout=60).status_code == 200
+        )
+    finally:
+        stop_server(server)

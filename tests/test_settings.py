@@ -55,6 +55,12 @@ def test_every_field_is_documented():
         ("SEGSERVE_MAX_BATCH_SIZE", "1", "max_batch_size", 1),
         ("SEGSERVE_GRPC_GRACE_SECONDS", "0.5", "grpc_grace_seconds", 0.5),
         ("SEGSERVE_GRPC_GRACE_SECONDS", "2", "grpc_grace_seconds", 2.0),
+        ("SEGSERVE_HISTORY", "off", "history", False),
+        ("SEGSERVE_HISTORY_URL", "postgresql://u@db/segserve", "history_url", "postgresql://u@db/segserve"),
+        ("SEGSERVE_DATA_DIR", "/var/lib/segserve", "data_dir", "/var/lib/segserve"),
+        ("SEGSERVE_HISTORY_KEEP_PHOTOS", "true", "history_keep_photos", True),
+        ("SEGSERVE_HISTORY_RETENTION_DAYS", "365", "history_retention_days", 365),
+        ("SEGSERVE_HISTORY_QUEUE_SIZE", "10", "history_queue_size", 10),
     ],
 )
 def test_env_override(clean_env, variable, raw, field, expected):
@@ -107,11 +113,20 @@ def test_model_names(models, default, expected):
         ({"max_pixels_in_flight": 1000}, "could never be admitted"),
         ({"backend": "torch"}, "not one of auto, openvino, onnxruntime, tensorflow"),
         ({"precision": "fp16"}, "not one of auto, f32, bf16"),
+        ({"history_queue_size": 0}, "SEGSERVE_HISTORY_QUEUE_SIZE=0 must be 1 or more"),
+        ({"history_retention_days": -1}, "SEGSERVE_HISTORY_RETENTION_DAYS=-1 must be 0 or more"),
+        ({"history_max_attempts": 0}, "SEGSERVE_HISTORY_MAX_ATTEMPTS=0 must be 1 or more"),
     ],
 )
 def test_settings_that_cannot_work_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         Settings(**fields)
+
+
+def test_the_history_is_on_by_default_and_keeps_no_photos(clean_env):
+    s = Settings.from_env()
+    assert s.history is True and s.history_keep_photos is False and s.history_url == ""
+    assert s.history_retention_days == 0 and s.history_queue_size == 256
 
 
 def test_booleans_from_env(clean_env):

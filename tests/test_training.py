@@ -116,7 +116,18 @@ def test_commands_import_libraries_and_never_each_other():
     commands = {name for name, path in training.items() if _is_command(path)}
     assert commands == {
         f"training.{c}"
-        for c in ("train", "finetune", "evaluate", "export", "calibrate", "compare", "results", "step_time")
+        for c in (
+            "train",
+            "finetune",
+            "evaluate",
+            "export",
+            "calibrate",
+            "compare",
+            "results",
+            "step_time",
+            "experiments",
+            "parity",
+        )
     }
     for name, path in training.items():
         assert not imported(name, path, known) & commands, f"{name} imports a command"
@@ -154,11 +165,12 @@ REPORT_FILES = (
 )
 
 
-def run(module: str, *args: str, home, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(module: str, *args: str, home, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
     cmd = [sys.executable, "-m", module, *args]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -260,3 +272,35 @@ def test_export_imports_a_model_the_store_loads(trained, tmp_path):
     # the release records what an inspector reads in its val_metrics
     for key in ("ratio_mae", "grade_exact", "grade_within_one"):
         assert meta["val_metrics"][key] == pytest.approx(run_metrics["ratio_agreement"][key])
+
+
+@pytest.mark.slow
+def test_a_final_fit_carries_the_validation_of_its_recipes_run(trained, tmp_path):
+    """A fit on train+val holds nothing out: it is exported with the val metrics, thresholds and val ids of the
+    same recipe's run on train (its last epoch), and says so in validation_source."""
+    out, home, data, _, _ = trained
+    final = tmp_path / "final"
+    common = ["--model", "unet", "--data", str(data), "--input-size", "64", "--crop-size", "32", "--batch-size", "2"]
+    fit = run("training.train", *common, "--out", str(final), "--epochs", "1", "--fit-on", "train+val", home=home)
+    assert "loading 6 train and 0 val pairs" in fit.stdout
+    assert not (final / "metrics.json").exists()  # no report: nothing to report on
+    refused = run("training.export", "--run", str(final), "--release-dir", str(tmp_path / "r"), home=home, check=False)
+    assert refused.returncode != 0 and "--validation-from" in refused.stderr
+    run("training.export", "--run", str(out), "--checkpoint", "last", "--release-dir", str(tmp_path / "val"), home=home)
+    validation = json.loads((tmp_path / "val" / "unet.json").read_text())
+    assert validation["best_epoch"] == validation["epochs_run"] == 2  # the last epoch, as the final fit is
+    args = [
+        "--run",
+        str(final),
+        "--release-dir",
+        str(tmp_path / "r"),
+        "--validation-from",
+        str(tmp_path / "val" / "unet.json"),
+    ]
+    run("training.export", *args, home=home)
+    meta = json.loads((tmp_path / "r" / "unet.json").read_text())
+    assert meta["val_metrics"] == validation["val_metrics"]
+    assert meta["train_ids"] == [f"{k:03d}" for k in range(1, 7)] and meta["val_ids"] == ["005", "006"]
+    assert "same recipe trained on the train split only" in meta["validation_source"]
+    assert "(6 photos: the train and val splits)" in meta["trained_on"]
+    assert meta["float16_agreement"] >= 0.999

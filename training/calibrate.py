@@ -23,11 +23,23 @@ correlations between the signals and the errors, and chooses:
   it is flagged, but at least QUALITY_FLOORS (a 32x32 photo is IMAGE_TOO_SMALL, a blank uniform photo, whose
   sharpness is 0, IMAGE_TOO_BLURRED).
 
-``--write`` records each model's thresholds in ``models/<name>.json`` under ``review`` (the fields of
+The models are the releases in ``--release-dir`` (default models/), or with ``--store`` the versions in the
+BentoML store: the served version of each model, or the one ``--version NAME:SPEC`` names (``candidate``: the
+newest candidate, e.g. a fine-tune waiting for promotion; ``served``; a version). ``--models`` calibrates only
+some of them (one model alone gets no ensemble numbers, and keeps its recorded ``min_agreement``).
+
+``--write`` records each model's thresholds under ``review`` (the fields of
 ``segserve.review.ReviewThresholds``, the ensemble's ``min_agreement`` in both, and a ``calibration`` entry
 with the numbers), adds ``ratio_mae``, ``grade_exact`` and ``grade_within_one`` of this run to ``val_metrics``
-and the ensemble's metrics as ``ensemble_val_metrics`` (what ListModels shows for it), and writes the tables
-into ``docs/results/review_calibration.md`` (``--out``).
+and the ensemble's metrics as ``ensemble_val_metrics`` (what ListModels shows for it): into the store versions
+calibrated (``--store``), or into ``<release-dir>/<name>.json`` and every store version holding that release
+(``segserve.store.release_version``), so that the server serves the new thresholds from its next start with no
+re-import. The tables go to ``--out`` (default: ``docs/results/review_calibration.md`` for the shipped
+releases in models/, else ``<release-dir>/review_calibration.md``, or ``runs/calibrate/review_calibration.md``
+with ``--store``).
+
+Among the numbers: ``large_error``, how many photos have a corroded share wrong by more than LARGE_ERROR
+(10 points) and how many of them the flag catches, with the thresholds chosen on all photos and held out.
 """
 
 from __future__ import annotations
@@ -44,14 +56,14 @@ from typing import Any
 import numpy as np
 
 from segserve import architectures, imaging, metrics, review, store
-from segserve.errors import SegServeError
+from segserve.errors import ModelNotInStore, SegServeError
 from segserve.predictor import Prediction, pack, unpack
 from segserve.review import ReviewThresholds
 from training.data import DatasetError, Sample, load_samples
 from training.formatting import display_name, percent
 from training.metadata import val_metrics
 from training.prediction import ENSEMBLE, Option, answer, answer_masks, run_option
-from training.sources import load_releases
+from training.sources import from_store, load_releases
 
 DEFAULT_OUT = Path("docs/results/review_calibration.md")
 CONFIDENCE_THRESHOLDS = tuple(round(0.4 + 0.05 * i, 2) for i in range(12))  # 0.40 .. 0.95
@@ -59,6 +71,8 @@ MAX_FLAGGED_SHARE = 0.5
 QUALITY_FLOORS = {"min_side": 33, "min_brightness": 10.0, "min_sharpness": 1.0}
 DEFAULT_MODEL = architectures.DEFAULT
 ENSEMBLE_OWN = "ensemble_own_limits"
+LARGE_ERROR = 0.10  # a corroded share wrong by more than 10 percentage points is a bad answer
+STORE_OUT = Path("runs/calibrate/review_calibration.md")
 
 
 @dataclass(frozen=True)
@@ -206,6 +220,18 @@ def _split_errors(errors: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _large_error(errors: np.ndarray, flagged: np.ndarray, held_out: np.ndarray | None) -> dict[str, Any]:
+    """How many photos have a corroded share wrong by more than LARGE_ERROR, and how many of them are flagged
+    (by the thresholds chosen on all photos, and held out)."""
+    large = errors > LARGE_ERROR
+    return {
+        "threshold": LARGE_ERROR,
+        "photos": int(large.sum()),
+        "flagged": int((large & flagged).sum()),
+        "held_out_flagged": None if held_out is None else int((large & held_out).sum()),
+    }
+
+
 def summary(
     items: Sequence[Photo],
     thresholds: ReviewThresholds,
@@ -231,6 +257,7 @@ def summary(
         "spearman_agreement_vs_mean_iou": spearman(agreements, ious),
         "spearman_agreement_vs_ratio_error": spearman(agreements, errors),
         **_split_errors(errors, flagged),
+        "large_error": _large_error(errors, flagged, held_out),
         "ratio_mae": float(errors.mean()),
         "flagged_ids": [p.id for p, f in zip(items, flagged, strict=True) if f],
         "held_out": None if held_out is None else _split_errors(errors, held_out),
@@ -307,29 +334,62 @@ def calibrate_split(
     return chosen, numbers, val
 
 
+def recorded(
+    name: str,
+    meta: dict[str, Any],
+    chosen: dict[str, ReviewThresholds],
+    numbers: dict[str, dict[str, Any]],
+    ratio: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    """The metadata keys calibration records for model ``name`` over its metadata ``meta``: ``review`` (the
+    thresholds and the ``calibration`` numbers), ``val_metrics`` with the ratio agreement, and with two models
+    ``ensemble_val_metrics``. Calibrated alone, a model keeps its recorded ``min_agreement``."""
+    calibration = dict(numbers[name])
+    for key in (ENSEMBLE, ENSEMBLE_OWN):
+        if key in numbers:
+            calibration[key] = numbers[key]
+    thresholds = chosen[name].as_dict()
+    if ENSEMBLE not in chosen:
+        thresholds["min_agreement"] = ReviewThresholds.from_metadata(meta).min_agreement
+    changes = {
+        "review": {**thresholds, "calibration": calibration},
+        "val_metrics": {**(meta.get("val_metrics") or {}), **ratio[name]},
+    }
+    if ENSEMBLE in ratio:  # what ListModels shows for the ensemble (read from the default model's metadata)
+        changes["ensemble_val_metrics"] = ratio[ENSEMBLE]
+    return store.without_none(changes)  # an undefined number is left out: a store version's metadata holds no None
+
+
 def write_metadata(
     release_dir: Path,
     chosen: dict[str, ReviewThresholds],
     numbers: dict[str, dict[str, Any]],
     ratio: dict[str, dict[str, float]],
 ) -> list[Path]:
-    """Record the thresholds under ``review``, the ratio agreement in ``val_metrics`` and the ensemble's metrics
-    as ``ensemble_val_metrics`` in each model's release metadata, keeping every other key; returns the files
-    written."""
+    """Record calibration (:func:`recorded`) in each model's release metadata, keeping every other key; returns
+    the files written."""
     written = []
     for name in (n for n in ratio if n != ENSEMBLE):
         _, path = store.release_paths(name, release_dir)
         meta = json.loads(path.read_text())
-        calibration = dict(numbers[name])
-        for key in (ENSEMBLE, ENSEMBLE_OWN):
-            if key in numbers:
-                calibration[key] = numbers[key]
-        meta["review"] = {**chosen[name].as_dict(), "calibration": calibration}
-        meta.setdefault("val_metrics", {}).update(ratio[name])
-        if ENSEMBLE in ratio:  # what ListModels shows for the ensemble (read from the default model's metadata)
-            meta["ensemble_val_metrics"] = ratio[ENSEMBLE]
+        meta.update(recorded(name, meta, chosen, numbers, ratio))
         path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         written.append(path)
+    return written
+
+
+def write_store(
+    refs: dict[str, Any],
+    chosen: dict[str, ReviewThresholds],
+    numbers: dict[str, dict[str, Any]],
+    ratio: dict[str, dict[str, float]],
+) -> list[str]:
+    """Record calibration (:func:`recorded`) in the metadata of store versions (model name -> BentoML model);
+    returns their tags."""
+    written = []
+    for name, ref in refs.items():
+        store.update_metadata(ref, recorded(name, dict(ref.info.metadata), chosen, numbers, ratio))
+        written.append(str(ref.tag))
     return written
 
 
@@ -341,13 +401,19 @@ def _label(key: str) -> str:
     return {ENSEMBLE: "ensemble (as served)", ENSEMBLE_OWN: "ensemble (own limits)"}.get(key, display_name(key))
 
 
-def render(chosen: dict[str, ReviewThresholds], numbers: dict[str, dict[str, Any]], ratio: dict, command: str) -> str:
-    """The calibration report (markdown)."""
+def render(
+    chosen: dict[str, ReviewThresholds],
+    numbers: dict[str, dict[str, Any]],
+    ratio: dict,
+    command: str,
+    models: str = "the shipped releases",
+) -> str:
+    """The calibration report (markdown); ``models`` says which models were calibrated."""
     any_numbers = next(iter(numbers.values()))
     lines = [
         "# Review flag calibration",
         "",
-        f"{any_numbers['n_images']} photos of the {any_numbers['split']} split, the shipped releases, through",
+        f"{any_numbers['n_images']} photos of the {any_numbers['split']} split, {models}, through",
         "serving's path. Per photo: mean softmax confidence (mean top probability), the confident fraction",
         "(1 - share of pixels whose top probability is below the chosen `confidence_threshold`), the agreement of",
         "the two models' masks (mean IoU), the photo's mean IoU against the truth (as the Evaluate RPC computes",
@@ -420,6 +486,20 @@ def render(chosen: dict[str, ReviewThresholds], numbers: dict[str, dict[str, Any
             f"| {percent(h.get('flagged_share_of_ratio_error'))}% | {percent(n['ratio_mae'])} "
             f"| {', '.join(n['flagged_ids'])} |"
         )
+    lines += [
+        "",
+        f"Bad answers caught: photos whose corroded share is wrong by more than {100 * LARGE_ERROR:.0f} percentage",
+        "points, and how many of them the flag catches (chosen on all photos; held out).",
+        "",
+        "| answer | bad answers | flagged (chosen on all) | flagged (held out) |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, n in numbers.items():
+        large = n.get("large_error") or {}
+        lines.append(
+            f"| {_label(key)} | {large.get('photos', 'n/a')} | {large.get('flagged', 'n/a')} "
+            f"| {large.get('held_out_flagged', 'n/a')} |"
+        )
     defaults = ReviewThresholds()
     lines += [
         "",
@@ -460,34 +540,116 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
     p.add_argument("--split", default="val", help="train, val or test (default val)")
     p.add_argument("--release-dir", default=str(store.DEFAULT_RELEASE_DIR), help="folder of the release files")
-    p.add_argument("--write", action="store_true", help="record the thresholds in the release metadata and the report")
+    p.add_argument("--store", action="store_true", help="calibrate versions in the BentoML store, not release files")
     p.add_argument(
-        "--out", default=str(DEFAULT_OUT), help=f"markdown report written with --write (default {DEFAULT_OUT})"
+        "--version",
+        action="append",
+        default=[],
+        metavar="NAME:SPEC",
+        help="with --store: the version of a model to calibrate: candidate (its newest candidate), served, or a "
+        "version (default: the served one); repeatable",
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(architectures.SHIPPED),
+        help="the models to calibrate, comma separated (default: the shipped ones; two or more: the ensemble too)",
+    )
+    p.add_argument(
+        "--write", action="store_true", help="record the thresholds in the models' metadata and write the report"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"markdown report written with --write (default {DEFAULT_OUT} for models/, "
+        f"<release-dir>/review_calibration.md for another release folder, {STORE_OUT} with --store)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random split when the dataset has no split files")
     p.add_argument("--limit", type=int, default=0, help="only the first N photos of the split")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.models = [m.strip().removeprefix("corrosion-") for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in architectures.NAMES]
+    if unknown or not args.models:
+        p.error(f"--models: unknown {', '.join(unknown) or 'nothing'}; the models are {', '.join(architectures.NAMES)}")
+    args.versions = {}
+    for spec in args.version:
+        name, _, version = spec.partition(":")
+        name = name.removeprefix("corrosion-")
+        if name not in args.models or not version:
+            p.error(f"--version {spec}: give NAME:SPEC for one of --models ({', '.join(args.models)})")
+        args.versions[name] = version
+    if args.versions and not args.store:
+        p.error("--version needs --store")
+    return args
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    """Where the report goes without --out."""
+    if args.store:
+        return STORE_OUT
+    if Path(args.release_dir).resolve() == store.DEFAULT_RELEASE_DIR.resolve():
+        return DEFAULT_OUT
+    return Path(args.release_dir) / DEFAULT_OUT.name
+
+
+def load_models(args: argparse.Namespace) -> tuple[dict[str, Any], int, dict[str, Any], str]:
+    """The models to calibrate ({name: keras model}), their input size, their store versions ({name: BentoML
+    model}, empty for releases) and what they are, for the report. SegServeError when the sizes differ."""
+    if not args.store:
+        models, metas = load_releases(args.release_dir, args.models)
+        where = "the shipped releases" if default_out(args) == DEFAULT_OUT else f"the releases in {args.release_dir}"
+        return models, _input_size(metas), {}, where
+    models, metas, refs = {}, {}, {}
+    for name in args.models:
+        refs[name] = store.resolve(name, args.versions.get(name, store.SERVED))
+        loaded = from_store(name, str(refs[name].tag.version))
+        models[name], metas[name] = loaded.model, loaded.metadata
+    return models, _input_size(metas), refs, "the store versions " + ", ".join(str(r.tag) for r in refs.values())
+
+
+def _input_size(metas: dict[str, dict[str, Any]]) -> int:
+    sizes = {int(m.get("input_size") or imaging.MODEL_INPUT_SIZE) for m in metas.values()}
+    if len(sizes) != 1:
+        raise SegServeError(f"the models have different input sizes {sorted(sizes)}; calibrate them one at a time")
+    return sizes.pop()
 
 
 def calibrate(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Calibrate on the split, print the report, and with --write record it; returns the numbers."""
-    models, metas = load_releases(args.release_dir, architectures.SHIPPED)
-    size = int(next(iter(metas.values())).get("input_size") or imaging.MODEL_INPUT_SIZE)
+    models, size, refs, where = load_models(args)
     samples = load_samples(args.data, args.split, size, args.seed, args.limit)
-    print(f"calibrating on {len(samples)} {args.split} photos of {args.data}", flush=True)
+    print(f"calibrating {where} on {len(samples)} {args.split} photos of {args.data}", flush=True)
     chosen, numbers, ratio = calibrate_split(models, samples, args.split)
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m training.calibrate " + shlex.join(argv)
-    text = render(chosen, numbers, ratio, command)
+    text = render(chosen, numbers, ratio, command, where)
     print(text, flush=True)
     if args.write:
-        for path in write_metadata(Path(args.release_dir), chosen, numbers, ratio):
-            print(f"review thresholds and ratio metrics written to {path}", flush=True)
-        out = Path(args.out)
+        if refs:
+            targets = refs
+        else:
+            for path in write_metadata(Path(args.release_dir), chosen, numbers, ratio):
+                print(f"review thresholds and ratio metrics written to {path}", flush=True)
+            targets = releases_in_store(args.release_dir, args.models)
+        for tag in write_store(targets, chosen, numbers, ratio):
+            print(f"review thresholds and ratio metrics written into {tag}", flush=True)
+        out = Path(args.out) if args.out else default_out(args)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"report written to {out}", flush=True)
     return {"thresholds": {k: t.as_dict() for k, t in chosen.items()}, "calibration": numbers, "ratio": ratio}
+
+
+def releases_in_store(release_dir: str | Path, names: Sequence[str]) -> dict[str, Any]:
+    """The store version holding each release, for the models whose release is in the store."""
+    found = {}
+    for name in names:
+        try:
+            ref = store.release_version(name, release_dir)
+        except ModelNotInStore:  # no weights file beside the metadata: nothing of it can be in the store
+            continue
+        if ref is not None:
+            found[name] = ref
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,18 @@
 
     python -m training.evaluate --model deeplabv3plus --data ../shared/datasets/corrosion-pipes --split val
 
-The model comes from the BentoML store (``corrosion-<model>:latest``, what the server loads) or, with
---release, from the shipped release files in models/.
+The model comes from the BentoML store (``--version``: ``served``, what the server loads, by default;
+``candidate``, the newest candidate waiting for promotion; or a version) or, with --release, from the shipped
+release files in models/.
+
+``--against SPEC`` compares it with another model on the same photos, before a promotion:
+
+    python -m training.evaluate --model unet --data FOLDER --version candidate --against served
+
+Both answer every photo of the split as the server does (the photo at its own size, resized to each model's
+input, ``pipeline.postprocess``); the table of both (mean and per-class IoU, pixel accuracy, the corroded
+share's error, the rust grade's agreement) is printed and written to ``<out>/comparison.md``, with which is
+better on mean IoU. SPEC is a store version as for --version, or ``release`` (the shipped release).
 """
 
 from __future__ import annotations
@@ -14,11 +24,12 @@ from typing import Any
 
 from segserve import architectures, imaging, store
 from segserve.errors import SegServeError
-from training.data import DatasetError, load_arrays, split_of
+from training.comparison import answer_metrics, comparison_markdown, print_comparison, verdict
+from training.data import DatasetError, load_arrays, load_samples, split_of
 from training.formatting import percent
 from training.prediction import predict_masks
 from training.report import write_evaluation
-from training.sources import from_release, from_store
+from training.sources import LoadedModel, from_release, from_store
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,6 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="val", help="train, val or test (default val)")
     p.add_argument("--out", default=None, help="report folder (default reports/<model>-<split>)")
     p.add_argument("--release", action="store_true", help="load the shipped release files instead of the store")
+    p.add_argument(
+        "--version",
+        default=store.SERVED,
+        help="the store version: served (default), candidate (the newest waiting for promotion) or a version",
+    )
+    p.add_argument(
+        "--against",
+        default=None,
+        metavar="SPEC",
+        help="compare with another model on the same photos: served, candidate, a store version, or release",
+    )
     p.add_argument("--release-dir", default=str(store.DEFAULT_RELEASE_DIR), help="folder of the release files")
     p.add_argument(
         "--input-size",
@@ -44,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Predict the split with the model and write the report; returns the metrics.json dict."""
     pairs = split_of(args.data, args.split, args.seed, args.limit)
-    loaded = from_release(args.model, args.release_dir) if args.release else from_store(args.model)
+    loaded = load(args.model, "release" if args.release else args.version, args.release_dir)
     model, meta, source = loaded.model, loaded.metadata, loaded.source
     size = args.input_size or loaded.input_size
     print(f"evaluating {source} on {len(pairs)} {args.split} images of {args.data} at {size}x{size}", flush=True)
@@ -65,7 +87,39 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     result = write_evaluation(out, args.model, images, truth, pred, extra, ids=[p.id for p in pairs])
     print_summary(result)
     print(f"report written to {out}/report.md", flush=True)
+    if args.against:
+        result["comparison"] = compare(args, loaded, out)
     return result
+
+
+def load(name: str, spec: str, release_dir: str | Path = store.DEFAULT_RELEASE_DIR) -> LoadedModel:
+    """The model ``spec`` names: ``release`` (the release files), else a store version (``store.resolve``)."""
+    if spec == "release":
+        return from_release(name, release_dir)
+    return from_store(name, str(store.resolve(name, spec).tag.version))
+
+
+def compare(args: argparse.Namespace, loaded: LoadedModel, out: Path) -> dict[str, Any]:
+    """The model against ``args.against`` on the split's photos as the server answers them; prints the table
+    and writes ``<out>/comparison.md``. Returns both metrics and the verdict."""
+    other = load(args.model, args.against, args.release_dir)
+    metrics = {}
+    for key, model in (("against", other), ("evaluated", loaded)):
+        samples = load_samples(args.data, args.split, model.input_size, args.seed, args.limit)
+        metrics[key] = answer_metrics(args.model, model.model, samples, args.split)
+    labels = (args.against, "release" if args.release else args.version)
+    title = f"{args.split} ({metrics['evaluated']['num_images']} photos)"
+    print_comparison(metrics["against"], metrics["evaluated"], labels, title)
+    better = verdict(metrics["against"], metrics["evaluated"])
+    line = f"{loaded.source} is {'better' if better else 'not better'} than {other.source} on {args.split} mean IoU"
+    print(line, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(
+        f"# {loaded.source} against {other.source}\n\n"
+        f"{metrics['evaluated']['num_images']} {args.split} photos of {args.data}, answered as the server "
+        f"answers them.\n\n{comparison_markdown(metrics['against'], metrics['evaluated'], labels)}\n\n{line}.\n"
+    )
+    return {**metrics, "better": better}
 
 
 def _column(value: float | None) -> str:

@@ -16,8 +16,11 @@ At the end both models, the start and the fine-tuned one (its best epoch on val,
 server runs it), are evaluated on the held-out photos with serving's postprocessing, side by side; the
 comparison goes to ``<out>/finetune.json`` and ``<out>/comparison.md``. ``--import auto`` (default) imports
 the fine-tuned model into the BentoML store as a new version of ``corrosion-<model>`` when its held-out
-mean IoU is higher, ``always`` imports it anyway, ``never`` does not. An imported version is the one served
-from the next server start; ``segserve rollback <model>`` serves the previous one again.
+mean IoU is higher, ``always`` imports it anyway, ``never`` does not. An imported version is a candidate, with
+its metrics, its recipe and the start model's review thresholds: ``training.calibrate --store`` calibrates its
+thresholds, ``training.evaluate --against served`` compares it with the served version, ``segserve promote
+<model>`` serves it from the next server start and ``segserve rollback <model>`` serves the previous one again
+(docs/training.md, "The retraining loop").
 """
 
 from __future__ import annotations
@@ -29,67 +32,16 @@ import shlex
 import sys
 from typing import Any
 
-import numpy as np
-
-from segserve import metrics, store
+from segserve import store
 from segserve.errors import SegServeError
 from training import loop
+from training.comparison import comparison_markdown, held_out_metrics, print_comparison, verdict
 from training.compute import as_float32, set_threads
 from training.data import DatasetError, load_arrays, pairs_by_id
-from training.formatting import percent
-from training.metadata import build_metadata, trained_on, val_metrics
-from training.prediction import predict_masks
+from training.metadata import build_metadata, trained_on
 from training.sources import load_run_model, load_start
 
 IMPORT_CHOICES = ("auto", "always", "never")
-
-
-def held_out_metrics(model: Any, images: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    """The metrics of a model on held-out photos through serving's path (``training.prediction.predict_masks``),
-    in the layout of a release's ``val_metrics`` (``training.metadata.val_metrics``), ratio agreement included."""
-    return val_metrics(metrics.table(truth, predict_masks(model, images)), "val")
-
-
-# Rows of the side-by-side table: (label, getter). Shares read as percentages, ratio MAE in percentage points.
-def _class_iou(name: str):
-    return lambda m: next((row.get("iou") for row in m.get("per_class", []) if row["name"] == name), None)
-
-
-COMPARISON_ROWS = (
-    ("mean IoU (%)", lambda m: m.get("mean_iou")),
-    ("IoU corrosion (%)", _class_iou("corrosion")),
-    ("IoU asset (%)", _class_iou("asset")),
-    ("IoU background (%)", _class_iou("background")),
-    ("per-image mean IoU (%)", lambda m: m.get("per_image_mean_iou")),
-    ("pixel accuracy (%)", lambda m: m.get("pixel_accuracy")),
-    ("ratio MAE (points, lower is better)", lambda m: m.get("ratio_mae")),
-    ("grade exact (%)", lambda m: m.get("grade_exact")),
-    ("grade within one (%)", lambda m: m.get("grade_within_one")),
-)
-
-
-def comparison_rows(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(metric, start, fine-tuned, change) as formatted strings."""
-    rows = []
-    for label, get in COMPARISON_ROWS:
-        a, b = get(before), get(after)
-        change = "" if a is None or b is None else f"{100 * (b - a):+.2f}"
-        rows.append((label, percent(a), percent(b), change))
-    return rows
-
-
-def comparison_markdown(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """The side-by-side table in markdown."""
-    lines = ["| metric | start | fine-tuned | change |", "|---|---:|---:|---:|"]
-    lines += [f"| {label} | {a} | {b} | {c} |" for label, a, b, c in comparison_rows(before, after)]
-    return "\n".join(lines)
-
-
-def print_comparison(before: dict[str, Any], after: dict[str, Any]) -> None:
-    """Print the side-by-side table."""
-    print(f"{'held-out (val)':<38}{'start':>10}{'fine-tuned':>12}{'change':>9}")
-    for label, a, b, c in comparison_rows(before, after):
-        print(f"{label:<38}{a:>10}{b:>12}{c:>9}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,13 +94,16 @@ def finetune(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     after = held_out_metrics(tuned, images, truth)
     print_comparison(before, after)
 
-    better = after["mean_iou"] > before["mean_iou"]
+    better = verdict(before, after)
     tag = None
     if args.do_import == "always" or (args.do_import == "auto" and better):
         trained_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
         metadata = build_metadata(config, state, after, trained_at, start=start, start_val=before)
-        tag = store.save_to_store(tuned, name, metadata)
-        decision = f"imported as {tag}, the version served from the next server start"
+        tag = store.save_to_store(tuned, name, metadata, candidate=True)
+        decision = (
+            f"imported as {tag}, a candidate: calibrate it, compare it with the served version, then "
+            f"`segserve promote {name}` serves it from the next server start"
+        )
     elif args.do_import == "auto":
         decision = "not imported: its held-out mean IoU is not higher than the start model's (--import always forces)"
     else:

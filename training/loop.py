@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 
 from segserve import architectures, imaging, metrics
+from segserve.errors import SegServeError
 from training.augment import augment
 from training.compute import PRECISIONS, resolve_precision, set_threads
 from training.data import find_pairs, load_arrays, split_pairs
+from training.metadata import read_recipe
 from training.prediction import predict_masks
 from training.report import write_run_report
 from training.sources import LoadedModel, load_start
@@ -79,6 +81,13 @@ def build_parser(prog: str = "python -m training.train", description: str = DESC
         choices=list(PRECISIONS),
         help="compute precision; auto: mixed_bfloat16 where the CPU has bfloat16 instructions",
     )
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="take the epochs and settings a release records (its metadata's recipe) as the defaults: release "
+        "(models/<model>.json: the shipped model's recipe), a release folder or a metadata file; options given "
+        "override them",
+    )
     return p
 
 
@@ -86,6 +95,13 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
     """Parse and check the training options (``parser``: :func:`build_parser`'s, or one built on it)."""
     p = parser or build_parser()
     args = p.parse_args(argv)
+    if args.recipe:
+        try:
+            recipe = read_recipe(args.model, args.recipe)
+        except SegServeError as exc:
+            p.error(str(exc))
+        p.set_defaults(**recipe)
+        args = p.parse_args(argv)
     if args.crop_size % 16 or args.input_size % 16:
         p.error("--crop-size and --input-size must be divisible by 16")
     if args.init_from and args.encoder_weights not in ("none", "None", ""):

@@ -4,16 +4,36 @@ from, what it was trained on, and its validation metrics in the layout the serve
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
-from segserve import imaging
+from segserve import imaging, store
+from segserve.errors import SegServeError
 from segserve.metrics import RATIO_KEYS
 from training.sources import LoadedModel
 
 # The keys of a per-class row of ``val_metrics``, in order.
 VAL_ROW_KEYS = ("class_id", "name", "iou", "dice", "precision", "recall", "per_image_iou", "per_image_dice")
+# The training options that make a model's recipe (training.loop's, by their argparse names), recorded with it.
+RECIPE_KEYS = (
+    "epochs",
+    "batch_size",
+    "crop_size",
+    "input_size",
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "patience",
+    "val_every",
+    "encoder_weights",
+    "augment",
+    "loss",
+    "fit_on",
+    "seed",
+    "precision",
+)
 
 
 def _defined(value: Any) -> bool:
@@ -41,6 +61,28 @@ def val_metrics(table: dict[str, Any], split: str = "val") -> dict[str, Any]:
     return {k: v for k, v in summary.items() if _defined(v)}
 
 
+def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of a run (its config.json): the training options of ``RECIPE_KEYS`` it ran with."""
+    return {k: config[k] for k in RECIPE_KEYS if config.get(k) is not None}
+
+
+def read_recipe(name: str, source: str) -> dict[str, Any]:
+    """The recipe a release records (its metadata's ``recipe``): ``release`` (models/<name>.json), a release
+    folder, or a release's metadata file. SegServeError when there is none."""
+    path = Path(source)
+    if source == "release":
+        path = store.release_paths(name, store.DEFAULT_RELEASE_DIR)[1]
+    elif path.is_dir():
+        path = store.release_paths(name, path)[1]
+    try:
+        recipe = json.loads(path.read_text()).get("recipe")
+    except (OSError, ValueError) as exc:
+        raise SegServeError(f"--recipe {source}: {path} cannot be read as a release's metadata ({exc})") from exc
+    if not isinstance(recipe, dict):
+        raise SegServeError(f"--recipe {source}: {path} records no recipe")
+    return {k: v for k, v in recipe.items() if k in RECIPE_KEYS}
+
+
 def trained_on(config: dict[str, Any]) -> str:
     """The data folder and how many photos trained and validated the model, from a run's config.json."""
     data = Path(str(config["data"])).resolve()
@@ -66,7 +108,8 @@ def build_metadata(
 
     start: the model the run started from (``--init-from``, a fine-tune): its builder arguments, encoder
     weights and review thresholds carry over, and ``trained_from``, ``trained_on``, ``precision`` and
-    ``start_val_metrics`` (its metrics on the same photos) are recorded.
+    ``start_val_metrics`` (its metrics on the same photos) are recorded. ``recipe``: the run's training options
+    (:func:`recipe_of`), so that ``--recipe`` can run it again.
     """
     meta = {
         "builder_kwargs": dict(start.builder_kwargs) if start else {},
@@ -80,6 +123,7 @@ def build_metadata(
         "train_ids": config.get("train_ids", []),
         "val_ids": config.get("val_ids", []),
         "trained_at": trained_at,
+        "recipe": recipe_of(config) or None,
     }
     if start is not None:
         meta.update(

@@ -15,6 +15,8 @@ from segserve.errors import ModelNotInStore, SegServeError
 from training.compute import as_float32, float32_policy
 
 RUN_MODEL = "best.keras"
+# A run's checkpoints by what they hold: the best validated epoch, and the last epoch (with optimizer state).
+CHECKPOINTS = {"best": RUN_MODEL, "last": "checkpoints/last.keras"}
 
 
 @dataclass
@@ -48,14 +50,14 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def load_run_model(run_dir: str | Path) -> Any:
-    """The best checkpoint of a ``training.train`` run folder, uncompiled."""
+def load_run_model(run_dir: str | Path, checkpoint: str = "best") -> Any:
+    """A checkpoint of a ``training.train`` run folder (``best`` or ``last``, see CHECKPOINTS), uncompiled."""
     import keras
 
     import segserve.models  # noqa: F401  (registers the custom layers)
     import training.losses  # noqa: F401  (registers the loss saved with the model)
 
-    return keras.saving.load_model(Path(run_dir) / RUN_MODEL, compile=False)
+    return keras.saving.load_model(Path(run_dir) / CHECKPOINTS[checkpoint], compile=False)
 
 
 def from_release(name: str, release_dir: str | Path = store.DEFAULT_RELEASE_DIR) -> LoadedModel:

@@ -14,7 +14,6 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.harness.target import Target
-from segserve.errors import RETRY_PUSHBACK
+from segserve.client import retry_pushback
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 
@@ -108,17 +107,7 @@ class SegmentClient:
             return self._channel, self._stub
 
     def _make_channel(self) -> grpc.Channel:
-        limit = self.target.max_message_bytes
-        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-        if not self.target.tls:
-            return grpc.insecure_channel(self.target.grpc_target, options=options)
-        cert, key = self.target.client_cert_file, self.target.client_key_file
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=Path(self.target.ca_file).read_bytes() if self.target.ca_file else None,
-            private_key=Path(key).read_bytes() if cert and key else None,
-            certificate_chain=Path(cert).read_bytes() if cert and key else None,
-        )
-        return grpc.secure_channel(self.target.grpc_target, credentials, options=options)
+        return self.target.connection.channel()
 
     def _make_http(self) -> httpx.Client:
         verify: ssl.SSLContext | bool = True
@@ -180,8 +169,7 @@ class SegmentClient:
             answer = call(request, timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as exc:
             seconds = time.perf_counter() - started
-            hint = dict(exc.trailing_metadata() or ()).get(RETRY_PUSHBACK)
-            retry = int(hint) / 1000 if hint else None
+            retry = retry_pushback(exc)
             return Outcome("grpc", method, exc.code().name, seconds, retry_after=retry, detail=exc.details() or "")
         return Outcome("grpc", method, OK, time.perf_counter() - started, answer, answer.ByteSize())
 

@@ -76,6 +76,7 @@ class Level:
     seconds: float
     latencies_ms: list[float]
     mean_batch: float | None
+    label: str = ""  # what sets the row apart from another at the same concurrency ("after load")
 
     @property
     def throughput(self) -> float:

@@ -19,7 +19,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from segserve.auth import tokens
+from segserve.client import Connection
+from segserve.client import first_token as _first_token
 from segserve.settings import Settings
 
 LOOPBACK = "127.0.0.1"
@@ -69,6 +70,19 @@ class Target:
         return cls.from_settings(settings_from(env), env, http, grpc)
 
     @property
+    def connection(self) -> Connection:
+        """The gRPC connection (``segserve.client``): the address, TLS, the client certificate, the token."""
+        return Connection(
+            target=self.grpc_target,
+            token=self.token,
+            tls=self.tls,
+            ca_file=self.ca_file,
+            cert_file=self.client_cert_file,
+            key_file=self.client_key_file,
+            max_message_bytes=self.max_message_bytes,
+        )
+
+    @property
     def authorization(self) -> tuple[tuple[str, str], ...]:
         """The bearer token as (header, value) pairs: gRPC metadata, or HTTP headers; empty without a token."""
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
@@ -80,9 +94,8 @@ def settings_from(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def first_token(settings: Settings) -> str:
-    """The first accepted bearer token (``segserve.auth.tokens``), or empty."""
-    accepted = tokens(settings)
-    return accepted[0] if accepted else ""
+    """The first accepted bearer token (``segserve.client.first_token``), or empty."""
+    return _first_token(settings)
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, transports: tuple[str, ...] = ("grpc", "http")) -> None:

@@ -24,6 +24,8 @@ class Architecture:
     encoder: the encoder it is built on (``segserve.models.encoder.ENCODERS``).
     builder_kwargs: the builder's arguments that make this architecture (decoder widths, for example).
     shipped: whether ``models/`` ships a release of it, which the server serves by default.
+    default: the model a request that names none gets (one shipped architecture), and in_ensemble: the models
+        ``ensemble`` averages; both chosen by their val numbers (docs/results/experiments.md).
     published: the original project's published per-image results (ImageNet-pretrained encoder, its own 22-image
         test split), class name -> {"iou", "dice"}: a reference for the reports, not a like-for-like comparison.
     """
@@ -35,6 +37,8 @@ class Architecture:
     encoder: str = "resnet50"
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
     shipped: bool = True
+    default: bool = False
+    in_ensemble: bool = False
     published: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def build(self, **kwargs: Any):
@@ -52,6 +56,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             display_name="DeepLabV3+",
             description="DeepLabV3+ (ResNet50 encoder, output stride 16)",
             builder="segserve.models.deeplabv3plus:build_deeplabv3plus",
+            default=True,
+            in_ensemble=True,
             published={"corrosion": {"iou": 0.5666, "dice": 0.6419}, "asset": {"iou": 0.8573, "dice": 0.9155}},
         ),
         Architecture(
@@ -59,6 +65,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             display_name="U-Net",
             description="U-Net (ResNet50 encoder)",
             builder="segserve.models.unet:build_unet",
+            in_ensemble=True,
             published={"corrosion": {"iou": 0.5254, "dice": 0.5900}, "asset": {"iou": 0.7007, "dice": 0.7993}},
         ),
         Architecture(
@@ -82,7 +89,8 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 SHIPPED: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.values() if a.shipped)
-DEFAULT = SHIPPED[0]
+DEFAULT: str = next(a.name for a in ARCHITECTURES.values() if a.default)
+ENSEMBLE_MEMBERS: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.values() if a.in_ensemble)
 # The name requests use for the mean of several served models' probabilities, reported with their agreement.
 ENSEMBLE = "ensemble"
 

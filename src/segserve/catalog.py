@@ -15,6 +15,19 @@ from segserve.errors import NotReady, UnknownModel
 from segserve.settings import Settings
 
 NAN = float("nan")
+# What GET /models tells of a review flag's calibration (training.calibrate's numbers).
+CALIBRATION_KEYS = (
+    "split",
+    "n_images",
+    "flagged",
+    "unflagged",
+    "ratio_mae",
+    "flagged_ratio_mae",
+    "unflagged_ratio_mae",
+    "flagged_share_of_ratio_error",
+    "held_out",
+    "large_error",
+)
 
 
 def _description(name: str) -> str:
@@ -101,6 +114,17 @@ class Catalog:
         if not self.models:
             raise NotReady("models are still loading; retry shortly", retry_after=2.0)
         return {"models": [self.model_info(name) for name in self.served_names]}
+
+    def review_calibration(self, name: str) -> dict[str, Any]:
+        """What calibrating a served name's review flag found (``review.calibration`` in its model metadata, the
+        ensemble's from its lead member's): the photos and split, how many were flagged, the share of the error
+        of the corroded share the flagged ones carried and their ratio MAE against the others', on the photos the
+        limits were chosen on and held out (leave-one-out). Empty when the model carries none; GET /models adds
+        it to each model (ListModels has no field for it)."""
+        calibration = (self._info(name).get("metadata", {}).get("review") or {}).get("calibration") or {}
+        if name == ENSEMBLE:
+            calibration = calibration.get("ensemble") or {}
+        return {k: calibration[k] for k in CALIBRATION_KEYS if k in calibration}
 
     def model_info(self, name: str) -> dict[str, Any]:
         """The ModelInfo fields of a served name: what it is, how it was trained, what it scored on val."""

@@ -33,7 +33,7 @@ def import_models(release_dir: str, force: bool) -> int:
         except Exception as exc:  # a broken release file: name it, never a traceback
             print(f"error: the release of {name} in {release_dir} cannot be imported: {exc!r}", file=sys.stderr)
             return 1
-        print(f"imported {tag}" if tag else f"corrosion-{name} is already in the store")
+        print(f"imported {tag}" if tag else f"corrosion-{name}: this release is already in the store")
     return 0
 
 
@@ -56,6 +56,13 @@ def _model_name(text: str) -> str:
     return text.removeprefix("corrosion-")
 
 
+def _status(meta: dict) -> str:
+    """How a version came into the store: a release, a candidate, a promoted candidate."""
+    if meta.get("promoted_at"):
+        return f"promoted {str(meta['promoted_at'])[:10]}"
+    return "candidate" if meta.get("candidate") else "release"
+
+
 def _describe(meta: dict) -> str:
     parts = []
     if meta.get("trained_from"):
@@ -65,6 +72,12 @@ def _describe(meta: dict) -> str:
     miou = (meta.get("val_metrics") or {}).get("mean_iou")
     if miou is not None:
         parts.append(f"val mIoU {miou:.4f}")
+    start = (meta.get("start_val_metrics") or {}).get("mean_iou")
+    if start is not None:
+        parts.append(f"its start {start:.4f} on the same photos")
+    calibration = (meta.get("review") or {}).get("calibration") or {}
+    if calibration.get("n_images"):
+        parts.append(f"review flag calibrated on {calibration['n_images']} {calibration.get('split', '')} photos")
     return ", ".join(parts)
 
 
@@ -81,13 +94,32 @@ def versions(name: str) -> int:
     except ModelNotInStore as exc:
         print(f"error: {exc}", file=sys.stderr)
         served = None
-    how = "pinned" if store.read_pins().get(store.store_name(name)) else "latest"
+    how = "pinned" if store.read_pins().get(store.store_name(name)) else "newest release or promoted"
     print(f"{store.store_name(name)}: {len(refs)} version(s), newest first; * = served ({how})")
     for ref in refs:
         version = str(ref.tag.version)
         mark = "*" if version == served else " "
         created = ref.info.creation_time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{mark} {version}  {created}  {_describe(dict(ref.info.metadata))}".rstrip())
+        meta = dict(ref.info.metadata)
+        print(f"{mark} {version}  {created}  {_status(meta):<19} {_describe(meta)}".rstrip())
+    return 0
+
+
+def promote(spec: str) -> int:
+    from segserve import store
+
+    name, _, version = spec.partition(":")
+    name = _model_name(name)
+    try:
+        full, pinned = store.promote(name, version or store.NEWEST_CANDIDATE)
+    except ModelNotInStore as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    how = " (pinned: newer versions exist)" if pinned else ""
+    print(
+        f"serving {store.store_name(name)}:{full}{how} from the next server start; "
+        f"`segserve rollback {name}` serves the one before it"
+    )
     return 0
 
 
@@ -184,10 +216,17 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("serve", help="serve HTTP and gRPC")
     p_versions = sub.add_parser("versions", help="list a model's versions in the store, marking the served one")
     p_versions.add_argument("name", help="deeplabv3plus or unet")
+    p_promote = sub.add_parser("promote", help="serve a candidate (a fine-tune) from the next server start")
+    p_promote.add_argument(
+        "spec", metavar="NAME[:VERSION]", help="e.g. unet (its newest candidate) or unet:abcd1234 (a prefix will do)"
+    )
     p_use = sub.add_parser("use", help="serve a version of a model from the next server start")
     p_use.add_argument("spec", metavar="NAME:VERSION", help="e.g. unet:abcd1234 (a unique prefix will do), unet:latest")
     p_rollback = sub.add_parser("rollback", help="serve the version before the served one from the next server start")
     p_rollback.add_argument("name", help="deeplabv3plus or unet")
+    from segserve.inspection import add_arguments as add_inspect_arguments
+
+    add_inspect_arguments(sub.add_parser("inspect", help="segment every photo under folders on a running server"))
     args = parser.parse_args(argv)
     try:
         get_settings()
@@ -197,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "versions":
             sys.exit(versions(args.name))
+        if args.command == "promote":
+            sys.exit(promote(args.spec))
         if args.command == "use":
             sys.exit(use(args.spec))
         if args.command == "rollback":
@@ -208,6 +249,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(import_models(args.release_dir, args.force))
     if args.command == "check-models":
         sys.exit(check_models())
+    if args.command == "inspect":
+        from segserve.inspection import main as inspect_main
+
+        sys.exit(inspect_main(args))
     sys.exit(serve())
 
 

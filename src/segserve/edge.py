@@ -1,9 +1,11 @@
 """What both transports do around every call, written once: authentication, admission (by count and by
 pixels), the deadline, telemetry, and turning any failure into a segserve error with its status.
 
-The gRPC servicer and the HTTP API call ``Edge.segment``, ``Edge.evaluate`` and ``Edge.list_models`` and only
-translate their answers or errors into their own messages and status codes (``segserve.errors.STATUSES``).
-Inside, the request path is ``segserve.pipeline``; the served models are ``segserve.catalog``.
+The gRPC servicer and the HTTP API call ``Edge.segment``, ``Edge.evaluate``, ``Edge.list_models``,
+``Edge.list_inspections`` and ``Edge.get_inspection`` and only translate their answers or errors into their own
+messages and status codes (``segserve.errors.STATUSES``). Inside, the request path is ``segserve.pipeline``; the
+served models are ``segserve.catalog``; each answered Segment call is queued for the inspection history
+(``segserve.history``), whose writer works off the request path.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from segserve import imaging
 from segserve.admission import Admission
 from segserve.auth import TokenAuth
 from segserve.catalog import Catalog
-from segserve.errors import OK, DeadlineExceeded, Internal, SegServeError, Status, status_of
+from segserve.errors import OK, DeadlineExceeded, Internal, NotReady, SegServeError, Status, status_of
+from segserve.history import History, Query, check_tags
 from segserve.pipeline import REVIEW_REASON_PREFIX, Pipeline, PredictFn, ServedModel
 from segserve.settings import Settings
 from segserve.telemetry import Telemetry, get_telemetry
@@ -41,8 +45,10 @@ class Edge:
         auth: TokenAuth | None = None,
         catalog: Catalog | None = None,
         telemetry: Telemetry | None = None,
+        history: History | None = None,
     ) -> None:
         self.settings = settings
+        self.history = history
         self.telemetry = telemetry or get_telemetry()
         self.catalog = catalog or Catalog(settings)
         self.pipeline = Pipeline(predict)
@@ -71,15 +77,22 @@ class Edge:
         model: str = "",
         include_overlay: bool = False,
         timeout: float | None = None,
+        *,
+        asset_id: str = "",
+        labels: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """A SegmentRequest; raises SegServeError (or CancelledError)."""
+        """A SegmentRequest; raises SegServeError (or CancelledError). The answer is queued for the history."""
 
         async def work(deadline: float | None) -> dict[str, Any]:
+            tags = check_tags(asset_id, labels)
             header = self._header(image)
             async with self.admission.admit(transport, header.pixels, deadline):
                 served = self._served(model)
                 answer = await self.pipeline.segment(image, header, served, include_overlay, deadline)
             self._observe(answer)
+            answer["inspection_id"] = (
+                self.history.keep(transport, image, answer, asset_id, tags) if self.history else ""
+            )
             return answer
 
         return await self._call(transport, "Segment", model, authorization, work, timeout)
@@ -118,6 +131,41 @@ class Edge:
 
         return await self._call(transport, "ListModels", None, authorization, work, timeout)
 
+    async def list_inspections(
+        self,
+        transport: str,
+        authorization: str | None,
+        timeout: float | None = None,
+        *,
+        asset_id: str = "",
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        needs_review: bool | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> dict[str, Any]:
+        """A ListInspectionsRequest: kept inspections, newest first, filtered and paged."""
+
+        async def work(deadline: float | None) -> dict[str, Any]:
+            query = Query.parse(asset_id, start_time, end_time, needs_review, page_size, page_token)
+            history = self._history()
+            async with self.admission.admit(transport):
+                return await asyncio.to_thread(history.list, query)
+
+        return await self._call(transport, "ListInspections", None, authorization, work, timeout)
+
+    async def get_inspection(
+        self, transport: str, authorization: str | None, inspection_id: str, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """A GetInspectionRequest: one kept inspection with its mask and overlay thumbnail."""
+
+        async def work(deadline: float | None) -> dict[str, Any]:
+            history = self._history()
+            async with self.admission.admit(transport):
+                return await asyncio.to_thread(history.get, inspection_id)
+
+        return await self._call(transport, "GetInspection", None, authorization, work, timeout)
+
     def metrics_authorized(self, authorization: str | None) -> None:
         """Raise Unauthenticated unless /metrics is public or the call carries a token."""
         if not self.settings.metrics_public:
@@ -128,6 +176,11 @@ class Edge:
     def _header(self, image: bytes) -> imaging.ImageHeader:
         """The photo's header, read once for the call: its pixels for admission, its size for decoding."""
         return imaging.read_header(image, self.settings.max_image_bytes, self.settings.max_image_pixels)
+
+    def _history(self) -> History:
+        if self.history is None:
+            raise NotReady("this server keeps no inspection history (SEGSERVE_HISTORY=off)")
+        return self.history
 
     def _served(self, model: str) -> ServedModel:
         name = self.catalog.resolve(model)

@@ -114,5 +114,5 @@ def choose(
     if parity is None:
         if precision == "bf16":
             return Engine(backend, "bf16", "bfloat16 by the settings; parity never checked on this kind of machine")
-        return Engine(backend, "f32", "bfloat16 parity never checked on this kind of machine (segserve parity)")
+        return Engine(backend, "f32", "bfloat16 parity never checked on this machine kind (python -m training.parity)")
     return Engine(backend, "bf16", "native bfloat16, and the model passed parity on this kind of machine")

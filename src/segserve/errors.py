@@ -36,6 +36,10 @@ class UnknownModel(SegServeError):
     """The request names a model this server does not serve."""
 
 
+class UnknownInspection(SegServeError):
+    """The request names an inspection the history does not hold (never kept, or past its retention)."""
+
+
 class Unauthenticated(SegServeError):
     """The request carries no token, or not one this server accepts."""
 
@@ -73,6 +77,7 @@ STATUSES: dict[type[SegServeError], Status] = {
     InvalidInput: Status("INVALID_ARGUMENT", 400),
     Unauthenticated: Status("UNAUTHENTICATED", 401),
     UnknownModel: Status("NOT_FOUND", 404),
+    UnknownInspection: Status("NOT_FOUND", 404),
     TooLarge: Status("RESOURCE_EXHAUSTED", 413),
     Overloaded: Status("RESOURCE_EXHAUSTED", 429),
     Internal: Status("INTERNAL", 500),

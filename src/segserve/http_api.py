@@ -1,7 +1,8 @@
 """The HTTP transport: its routes, JSON answers and JSON errors over the shared Edge.
 
 ``build_app`` makes the Starlette app the BentoML entry service mounts (and the tests call): POST /segment and
-/evaluate (multipart forms), GET /models, the /ui page and /docs. Each route only reads its request, calls the
+/evaluate (multipart forms), GET /models, GET /inspections and /inspections/{id} (the inspection history), the
+/ui and /ui/history pages and /docs. Each route only reads its request, calls the
 edge and writes the answer or the error. ``MetricsGuard`` keeps /metrics behind a token when
 ``SEGSERVE_METRICS_PUBLIC`` is false; ``OpenApiDescriber`` (segserve.openapi) describes the routes at
 /docs.json. Probes (/livez, /readyz) are BentoML's and stay open.
@@ -10,8 +11,12 @@ edge and writes the answer or the error. ``MetricsGuard`` keeps /metrics behind 
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,8 +30,9 @@ from segserve.edge import Edge
 from segserve.errors import InvalidInput, NotReady, SegServeError, status_of
 
 TRANSPORT = "http"
-# Form fields read as text: anything longer is not a model name or a flag.
-MAX_FIELD_BYTES = 1024
+# Form fields read as text: anything longer is not a model name, a flag, an asset id or labels (32 of at most
+# 64 + 256 characters, as JSON).
+MAX_FIELD_BYTES = 64 * 1024
 
 
 def to_json(value: Any) -> Any:
@@ -39,6 +45,8 @@ def to_json(value: Any) -> Any:
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return value
 
 
@@ -87,6 +95,54 @@ def _flag(form: dict[str, bytes | str], field: str) -> bool:
     return value in ("true", "1")
 
 
+def _labels(form: dict[str, bytes | str]) -> dict[str, str]:
+    """The labels field: a JSON object of text values, e.g. {"campaign": "2026-spring"}; none: no labels."""
+    raw = str(form.get("labels", "")).strip()
+    if not raw:
+        return {}
+    try:
+        labels = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"labels must be a JSON object of text values: {exc}") from exc
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise InvalidInput('labels must be a JSON object of text values, e.g. {"campaign": "2026-spring"}')
+    return labels
+
+
+def _time_param(request: Request, name: str) -> datetime | None:
+    """An RFC 3339 time in the query string (a time without an offset is UTC); None when absent."""
+    raw = request.query_params.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"{name} must be an RFC 3339 time such as 2026-01-31T12:00:00Z, not {raw!r}") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _int_param(request: Request, name: str) -> int:
+    raw = request.query_params.get(name, "").strip() or "0"
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"{name} must be a whole number, not {raw!r}") from exc
+
+
+def _bool_param(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name, "").strip().lower()
+    if raw in ("", "any"):
+        return None
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"{name} must be true or false, not {raw!r}")
+    return raw in ("true", "1")
+
+
+@lru_cache(maxsize=1)
+def _history_page() -> str:
+    return resources.files("segserve.ui").joinpath("history.html").read_text(encoding="utf-8")
+
+
 def build_app(edge_of: Callable[[], Edge | None]) -> Starlette:
     """The HTTP routes over the edge ``edge_of()`` returns (None while the service starts: 503)."""
 
@@ -100,7 +156,8 @@ def build_app(edge_of: Callable[[], Edge | None]) -> Starlette:
         return request.headers.get("authorization")
 
     async def segment(request: Request) -> Response:
-        """POST /segment: image (file), model, include_overlay -> the SegmentResponse fields."""
+        """POST /segment: image (file), model, include_overlay, asset_id, labels (JSON) -> the SegmentResponse
+        fields."""
         try:
             form = await _form(request)
             call = edge().segment(
@@ -109,6 +166,8 @@ def build_app(edge_of: Callable[[], Edge | None]) -> Starlette:
                 _file(form, "image"),
                 str(form.get("model", "")),
                 _flag(form, "include_overlay"),
+                asset_id=str(form.get("asset_id", "")),
+                labels=_labels(form),
             )
         except SegServeError as exc:
             return error_response(exc)
@@ -130,12 +189,45 @@ def build_app(edge_of: Callable[[], Edge | None]) -> Starlette:
         return await respond(call)
 
     async def models(request: Request) -> Response:
-        """GET /models: the ListModelsResponse fields."""
+        """GET /models: the ListModelsResponse fields, and each model's ``review_calibration``."""
         try:
-            call = edge().list_models(TRANSPORT, authorization(request))
+            current = edge()
+            answer = await current.list_models(TRANSPORT, authorization(request))
+        except SegServeError as exc:
+            return error_response(exc)
+        for model in answer["models"]:
+            model["review_calibration"] = current.catalog.review_calibration(model["name"])
+        return JSONResponse(to_json(answer))
+
+    async def inspections(request: Request) -> Response:
+        """GET /inspections?asset_id&start_time&end_time&needs_review&page_size&page_token -> the
+        ListInspectionsResponse fields."""
+        try:
+            call = edge().list_inspections(
+                TRANSPORT,
+                authorization(request),
+                asset_id=request.query_params.get("asset_id", ""),
+                start_time=_time_param(request, "start_time"),
+                end_time=_time_param(request, "end_time"),
+                needs_review=_bool_param(request, "needs_review"),
+                page_size=_int_param(request, "page_size"),
+                page_token=request.query_params.get("page_token", ""),
+            )
         except SegServeError as exc:
             return error_response(exc)
         return await respond(call)
+
+    async def inspection(request: Request) -> Response:
+        """GET /inspections/{inspection_id} -> the GetInspectionResponse fields (images in base64)."""
+        try:
+            call = edge().get_inspection(TRANSPORT, authorization(request), request.path_params["inspection_id"])
+        except SegServeError as exc:
+            return error_response(exc)
+        return await respond(call)
+
+    async def history_ui(request: Request) -> Response:
+        """GET /ui/history: the inspection history for people (one HTML file, no external assets)."""
+        return HTMLResponse(_history_page())
 
     async def ui(request: Request) -> Response:
         """GET /ui: the page for people (one HTML file, no external assets)."""
@@ -152,7 +244,10 @@ def build_app(edge_of: Callable[[], Edge | None]) -> Starlette:
             Route("/segment", segment, methods=["POST"]),
             Route("/evaluate", evaluate, methods=["POST"]),
             Route("/models", models, methods=["GET"]),
+            Route("/inspections", inspections, methods=["GET"]),
+            Route("/inspections/{inspection_id}", inspection, methods=["GET"]),
             Route("/ui", ui, methods=["GET"]),
+            Route("/ui/history", history_ui, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
         ]
     )

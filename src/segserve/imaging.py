@@ -239,13 +239,22 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """Encode a (H, W) uint8 or RGB (H, W, 3) uint8 array as PNG."""
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
+    """Encode a (H, W) uint8 or RGB (H, W, 3) uint8 array as PNG (zlib level 1: masks compress well at once;
+    Pillow's encoder is two to three times OpenCV's speed on them, whose adaptive filtering buys little here)."""
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array), "L" if array.ndim == 2 else "RGB").save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def encode_color_mask_png(mask: np.ndarray) -> bytes:
+    """Encode a class mask (H, W) uint8 as a PNG in the dataset colours: an indexed PNG whose palette is the class
+    table's, which every reader shows in those colours (and decodes to :func:`colorize`'s RGB), at a third of the
+    bytes to compress of an RGB one."""
+    image = Image.fromarray(np.ascontiguousarray(mask), "P")
+    image.putpalette(PALETTE.ravel().tolist())
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=1)
+    return out.getvalue()
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:

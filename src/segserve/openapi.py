@@ -23,7 +23,8 @@ whether the answer needs a person's review.
 The same service answers over gRPC (`segserve.v1.SegmentationService`, port 50051 by default); the JSON
 answers here have the proto's field names, with PNG and JPEG bytes in base64. Errors are JSON
 `{"error": "...", "code": "..."}`; 429 and 503 carry `Retry-After`. With tokens configured, every route
-but the probes needs `Authorization: Bearer <token>`. A page for people is at [/ui](/ui)."""
+but the probes needs `Authorization: Bearer <token>`. A page for people is at [/ui](/ui), and the inspection
+history (every answered `/segment` call, by `asset_id`) at [/ui/history](/ui/history) and `GET /inspections`."""
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -66,6 +67,8 @@ _ROUTE_ERRORS = {
     "/segment": {400, 401, 404, 413, 429, 500, 503, 504},
     "/evaluate": {400, 401, 404, 413, 429, 500, 503, 504},
     "/models": {401, 500, 503},
+    "/inspections": {400, 401, 429, 500, 503},
+    "/inspections/{inspection_id}": {400, 401, 404, 429, 500, 503},
 }
 
 
@@ -78,6 +81,17 @@ _FORMS: dict[str, tuple[str, dict[str, Any], str]] = {
             "image": {"type": "string", "format": "binary", "description": "The photo: PNG, JPEG, BMP, TIFF or WebP"},
             "model": _MODEL_FIELD,
             "include_overlay": {"type": "boolean", "default": False, "description": "Also return overlay_jpeg"},
+            "asset_id": {
+                "type": "string",
+                "default": "",
+                "maxLength": 200,
+                "description": "The asset the photo shows, kept with the inspection (GET /inspections?asset_id=)",
+            },
+            "labels": {
+                "type": "string",
+                "default": "",
+                "description": 'Labels kept with the inspection, as a JSON object of text: {"campaign": "2026-spring"}',
+            },
         },
         "The SegmentResponse fields as JSON",
     ),
@@ -95,6 +109,10 @@ _FORMS: dict[str, tuple[str, dict[str, Any], str]] = {
         "The EvaluateResponse fields as JSON",
     ),
 }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +155,8 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
         "get": {
             "tags": ["Service APIs"],
             "operationId": "segserve__models",
-            "description": "The served models (the ensemble too): ListModelsResponse's fields as JSON.",
+            "description": "The served models (the ensemble too): ListModelsResponse's fields as JSON, each with its "
+            "review_calibration (what calibrating its review flag found).",
             "responses": {
                 "200": {
                     "description": "The served models",
@@ -145,6 +164,62 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
                 },
                 **_error_responses(_ROUTE_ERRORS["/models"]),
             },
+        }
+    }
+    paths["/inspections"] = {
+        "get": {
+            "tags": ["Service APIs"],
+            "operationId": "segserve__inspections",
+            "description": "Kept inspections, newest first, without images: ListInspectionsResponse's fields as JSON"
+            " (times in RFC 3339, UTC). Pass next_page_token as page_token, with the same filters, for the next page.",
+            "parameters": [
+                _query("asset_id", {"type": "string"}, "Only inspections of this asset"),
+                _query("start_time", {"type": "string", "format": "date-time"}, "Only at or after this time"),
+                _query("end_time", {"type": "string", "format": "date-time"}, "Only before this time"),
+                _query("needs_review", {"type": "boolean"}, "Only those whose needs_review is this (the review queue)"),
+                _query("page_size", {"type": "integer", "minimum": 0, "maximum": 1000}, "1-1000; 0 or absent: 50"),
+                _query("page_token", {"type": "string"}, "The previous page's next_page_token"),
+            ],
+            "responses": {
+                "200": {
+                    "description": "One page of inspections",
+                    "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+                },
+                **_error_responses(_ROUTE_ERRORS["/inspections"]),
+            },
+        }
+    }
+    paths["/inspections/{inspection_id}"] = {
+        "get": {
+            "tags": ["Service APIs"],
+            "operationId": "segserve__inspection",
+            "description": "One kept inspection with its class-id mask and overlay thumbnail (base64):"
+            " GetInspectionResponse's fields as JSON.",
+            "parameters": [
+                {
+                    "name": "inspection_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "The inspection_id a /segment answer carried",
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The inspection",
+                    "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+                },
+                **_error_responses(_ROUTE_ERRORS["/inspections/{inspection_id}"]),
+            },
+        }
+    }
+    paths["/ui/history"] = {
+        "get": {
+            "tags": ["Service APIs"],
+            "operationId": "segserve__ui_history",
+            "description": "The inspection history for people: by asset, the corroded share over time, the review"
+            " queue, each inspection's overlay.",
+            "responses": {"200": {"description": "The page", "content": {"text/html": {}}}},
         }
     }
     paths["/ui"] = {

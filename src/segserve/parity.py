@@ -4,8 +4,8 @@ within 0.5 points of it.
 
 The result is recorded with the model in the store (``parity.json`` in its folder), per kind of machine
 (``segserve.engines.machine_kind``: the numbers depend on the instructions that compute them), so that
-precision ``auto`` uses bfloat16 only for a model that passed on that kind of machine. ``segserve
-import-models --parity-data DATA`` and ``segserve parity --data DATA`` check and record it.
+precision ``auto`` uses bfloat16 only for a model that passed on that kind of machine. ``python -m
+training.parity --data DATA`` (and ``make models``, for models not yet checked here) checks and records it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def candidates(has_bf16: bool | None = None) -> list[tuple[str, str]]:
     return engines
 
 
-def _masks(predictor: Predictor, images: np.ndarray, batch: int = 4) -> np.ndarray:
+def masks(predictor: Predictor, images: np.ndarray, batch: int = 4) -> np.ndarray:
+    """Class masks (N, S, S) of images (N, S, S, 3), a few at a time."""
     return np.concatenate([predictor.predict(images[i : i + batch]).mask for i in range(0, len(images), batch)])
 
 
@@ -91,9 +92,9 @@ def check(
 ) -> dict[str, dict[str, Any]]:
     """Run the model on each engine and on the reference over ``images`` (RGB uint8 (N, S, S, 3) at the
     model's input size) and score each against the reference and ``truth`` (class ids (N, S, S))."""
-    reference = _masks(load_predictor(model_dir, *REFERENCE, input_size), images)
+    reference = masks(load_predictor(model_dir, *REFERENCE, input_size), images)
     results = {}
     for backend, precision in engines or candidates():
         predictor = load_predictor(model_dir, backend, input_size, precision=precision, cache_dir=cache_dir)
-        results[f"{backend}:{precision}"] = compare(reference, _masks(predictor, images), truth)
+        results[f"{backend}:{precision}"] = compare(reference, masks(predictor, images), truth)
     return results

@@ -194,7 +194,7 @@ def segment_answer(seg: Segmentation, include_overlay: bool) -> dict[str, Any]:
         "width": int(seg.mask.shape[1]),
         "height": int(seg.mask.shape[0]),
         "mask_png": imaging.encode_png(seg.mask),
-        "color_mask_png": imaging.encode_png(imaging.colorize(seg.mask)),
+        "color_mask_png": imaging.encode_color_mask_png(seg.mask),
         "overlay_jpeg": imaging.encode_jpeg(imaging.overlay(seg.image, seg.mask)) if include_overlay else b"",
         "coverage": [
             {

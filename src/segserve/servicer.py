@@ -6,6 +6,7 @@ The servicer only translates messages and status codes; ``segserve.edge`` does t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,14 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         answer = await self._answer(
             context,
             lambda auth, timeout: self.edge.segment(
-                "grpc", auth, request.image, request.model, request.include_overlay, timeout
+                "grpc",
+                auth,
+                request.image,
+                request.model,
+                request.include_overlay,
+                timeout,
+                asset_id=request.asset_id,
+                labels=request.labels,
             ),
         )
         return pb.SegmentResponse(**answer)
@@ -72,6 +80,38 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     ) -> pb.ListModelsResponse:
         answer = await self._answer(context, lambda auth, timeout: self.edge.list_models("grpc", auth, timeout))
         return pb.ListModelsResponse(**answer)
+
+    async def ListInspections(
+        self, request: pb.ListInspectionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListInspectionsResponse:
+        answer = await self._answer(
+            context,
+            lambda auth, timeout: self.edge.list_inspections(
+                "grpc",
+                auth,
+                timeout,
+                asset_id=request.asset_id,
+                start_time=_time(request, "start_time"),
+                end_time=_time(request, "end_time"),
+                needs_review=request.needs_review if request.HasField("needs_review") else None,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
+        )
+        return pb.ListInspectionsResponse(**answer)
+
+    async def GetInspection(
+        self, request: pb.GetInspectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInspectionResponse:
+        answer = await self._answer(
+            context, lambda auth, timeout: self.edge.get_inspection("grpc", auth, request.inspection_id, timeout)
+        )
+        return pb.GetInspectionResponse(**answer)
+
+
+def _time(request: Any, field: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime; None when unset."""
+    return getattr(request, field).ToDatetime(tzinfo=UTC) if request.HasField(field) else None
 
 
 def server_credentials(cert_file: str, key_file: str, client_ca_file: str = "") -> grpc.ServerCredentials:
@@ -102,6 +142,7 @@ class GrpcServer:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 1),  # every entry worker (SEGSERVE_ENTRY_WORKERS) serves the one port
         ]
         self.server = grpc.aio.server(options=options)
         self.health = health.aio.HealthServicer()

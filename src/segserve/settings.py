@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
-from segserve.architectures import DEFAULT, ENSEMBLE, NAMES, SHIPPED
+from segserve.architectures import DEFAULT, ENSEMBLE, ENSEMBLE_MEMBERS, NAMES, SHIPPED
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,8 @@ class Settings:
     grpc_host: address the gRPC server binds (SEGSERVE_GRPC_HOST, default 0.0.0.0).
     default_model: model used when a request names none (SEGSERVE_DEFAULT_MODEL, default deeplabv3plus).
     models: the served models, comma separated (SEGSERVE_MODELS, default: the shipped ones).
-    ensemble: the served models that ``ensemble`` averages, comma separated (SEGSERVE_ENSEMBLE, default: every
-        served model when there are two or more).
+    ensemble: the served models that ``ensemble`` averages, comma separated (SEGSERVE_ENSEMBLE, default: the
+        architecture table's members when they are served, else every served model when there are two or more).
     max_image_bytes: largest accepted encoded image (SEGSERVE_MAX_IMAGE_BYTES, default 32 MiB).
     max_image_pixels: largest accepted width*height (SEGSERVE_MAX_IMAGE_PIXELS, default 40 megapixels).
     grpc_max_message_bytes: gRPC send/receive limit (SEGSERVE_GRPC_MAX_MESSAGE_BYTES, default 64 MiB).
@@ -38,6 +38,9 @@ class Settings:
         (SEGSERVE_OPENVINO_CACHE_DIR, default $BENTOML_HOME/segserve/openvino-cache).
     model_threads: threads of one forward pass (SEGSERVE_MODEL_THREADS, default 0: every core).
     model_workers: processes of the model service, each with every model (SEGSERVE_MODEL_WORKERS, default 1).
+    entry_workers: processes of the entry service, each with its own HTTP handler and gRPC server on the shared
+        ports (SO_REUSEPORT) and its own admission budgets (SEGSERVE_ENTRY_WORKERS, default 1; raise it on a
+        machine with more cores, so that decoding and encoding keep up with the model: docs/configuration.md).
     model_spinning: ONNX Runtime's threads spin while waiting for work (SEGSERVE_MODEL_SPINNING, default false:
         they sleep, and leave the cores to decoding and encoding between forward passes).
     max_pixels_in_flight: decoded pixels admitted at once over both transports; a request over the rest waits
@@ -51,6 +54,22 @@ class Settings:
         (SEGSERVE_TLS_CERT_FILE, SEGSERVE_TLS_KEY_FILE).
     tls_client_ca_file: with TLS, gRPC clients must present a certificate signed by this CA (mutual TLS)
         (SEGSERVE_TLS_CLIENT_CA_FILE).
+    data_dir: where the server keeps its data, the inspection history's SQLite file among it (SEGSERVE_DATA_DIR,
+        default $BENTOML_HOME/segserve/data).
+    history: keep every answered Segment call in the inspection history (SEGSERVE_HISTORY, default on; off keeps
+        nothing and the history RPCs answer UNAVAILABLE / 503).
+    history_url: the history's database as an SQLAlchemy URL, e.g. postgresql://user:password@host/segserve
+        (SEGSERVE_HISTORY_URL, default: SQLite at $SEGSERVE_DATA_DIR/history.sqlite3, for one replica only).
+    history_keep_photos: keep the photos too, not only their SHA-256 and size (SEGSERVE_HISTORY_KEEP_PHOTOS,
+        default false: photos of a plant may be sensitive).
+    history_retention_days: delete inspections older than this many days, checked hourly
+        (SEGSERVE_HISTORY_RETENTION_DAYS, default 0: keep them all).
+    history_queue_size: answers waiting to be written, at most; past it an answer is served but not kept, and
+        counted as dropped (SEGSERVE_HISTORY_QUEUE_SIZE, default 256).
+    history_queue_bytes: bytes of photos and masks waiting to be written, at most (SEGSERVE_HISTORY_QUEUE_BYTES,
+        default 256 MiB): with history_queue_size, the bound on the memory the history takes.
+    history_max_attempts: tries to write a batch of inspections, with a growing pause between them (1 s doubling
+        up to 60 s), before it is counted as dropped (SEGSERVE_HISTORY_MAX_ATTEMPTS, default 12: about 6 minutes).
     """
 
     http_port: int = 3000
@@ -71,6 +90,7 @@ class Settings:
     openvino_cache_dir: str = ""
     model_threads: int = 0
     model_workers: int = 1
+    entry_workers: int = 1
     model_spinning: bool = False
     max_pixels_in_flight: int = 160_000_000
     admission_wait_seconds: float = 2.0
@@ -80,6 +100,14 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    data_dir: str = ""
+    history: bool = True
+    history_url: str = ""
+    history_keep_photos: bool = False
+    history_retention_days: int = 0
+    history_queue_size: int = 256
+    history_queue_bytes: int = 256 * 1024 * 1024
+    history_max_attempts: int = 12
 
     def __post_init__(self) -> None:
         from segserve.predictor import BACKENDS, PRECISIONS
@@ -105,6 +133,8 @@ class Settings:
             raise ValueError(
                 f"SEGSERVE_DEFAULT_MODEL={self.default_model!r} is not served; SEGSERVE_MODELS is {self.models!r}"
             )
+        if self.entry_workers < 1 or self.model_workers < 1:
+            raise ValueError("SEGSERVE_ENTRY_WORKERS and SEGSERVE_MODEL_WORKERS must be at least 1")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("SEGSERVE_TLS_CERT_FILE and SEGSERVE_TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file and not self.tls_cert_file:
@@ -114,6 +144,10 @@ class Settings:
                 f"SEGSERVE_MAX_PIXELS_IN_FLIGHT={self.max_pixels_in_flight} is below SEGSERVE_MAX_IMAGE_PIXELS="
                 f"{self.max_image_pixels}: the largest photo could never be admitted"
             )
+        for name in ("history_retention_days", "history_queue_size", "history_queue_bytes", "history_max_attempts"):
+            least = 0 if name == "history_retention_days" else 1
+            if getattr(self, name) < least:
+                raise ValueError(f"SEGSERVE_{name.upper()}={getattr(self, name)} must be {least} or more")
 
     @property
     def tls(self) -> bool:
@@ -129,6 +163,8 @@ class Settings:
         """The models the ensemble averages, in a fixed order; empty when there is no ensemble."""
         if self.ensemble:
             return tuple(sorted(_names(self.ensemble)))
+        if len(ENSEMBLE_MEMBERS) >= 2 and set(ENSEMBLE_MEMBERS) <= set(self.model_names):
+            return tuple(sorted(ENSEMBLE_MEMBERS))
         return tuple(sorted(self.model_names)) if len(self.model_names) >= 2 else ()
 
     @property

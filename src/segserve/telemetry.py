@@ -73,6 +73,27 @@ class Telemetry:
             "Answers flagged for review, by model and reason (an answer with two reasons counts twice).",
             ["model", "reason"],
         )
+        # The inspection history (segserve.history): written off the request path, so its failures are counted
+        # here rather than answered.
+        self.history_written = Counter(
+            "segserve_history_records_written_total",
+            "Inspections written to the history's database.",
+        )
+        self.history_write_failures = Counter(
+            "segserve_history_write_failures_total",
+            "Failed attempts to reach or write the history's database (each batch is retried up to a limit).",
+        )
+        self.history_dropped = Counter(
+            "segserve_history_records_dropped_total",
+            "Answered Segment calls the history did not keep, by reason: queue_full, retries_exhausted, shutdown,"
+            " invalid.",
+            ["reason"],
+        )
+        self.history_queued = Gauge(
+            "segserve_history_queue_records",
+            "Answers waiting in the history's write queue.",
+            multiprocess_mode="livesum",
+        )
 
 
 @lru_cache(maxsize=1)

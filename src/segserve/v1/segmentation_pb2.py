@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esegserve/v1/segmentation.proto\x12\x0bsegserve.v1\"G\n\x0eSegmentRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\x0finclude_overlay\x18\x03 \x01(\x08\"j\n\rClassCoverage\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06pixels\x18\x03 \x01(\x03\x12\x10\n\x08\x66raction\x18\x04 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x05 \x01(\x01\"\xe3\x03\n\x0fSegmentResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x10\n\x08mask_png\x18\x05 \x01(\x0c\x12\x16\n\x0e\x63olor_mask_png\x18\x06 \x01(\x0c\x12\x14\n\x0coverlay_jpeg\x18\x07 \x01(\x0c\x12,\n\x08\x63overage\x18\x08 \x03(\x0b\x32\x1a.segserve.v1.ClassCoverage\x12\x1d\n\x15\x63orrosion_asset_ratio\x18\t \x01(\x01\x12\x12\n\nrust_grade\x18\n \x01(\x05\x12\x15\n\rmodel_seconds\x18\x0b \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x0c \x01(\x01\x12\x1f\n\x17low_confidence_fraction\x18\r \x01(\x01\x12\x1c\n\x14\x63onfidence_threshold\x18\x0e \x01(\x01\x12\x14\n\x0cneeds_review\x18\x0f \x01(\x08\x12\x31\n\x0ereview_reasons\x18\x10 \x03(\x0e\x32\x19.segserve.v1.ReviewReason\x12\x1d\n\x10models_agreement\x18\x11 \x01(\x01H\x00\x88\x01\x01\x42\x13\n\x11_models_agreement\"E\n\x0f\x45valuateRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0cground_truth\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\"\x9b\x01\n\x0c\x43lassMetrics\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03iou\x18\x03 \x01(\x01\x12\x0c\n\x04\x64ice\x18\x04 \x01(\x01\x12\x11\n\tprecision\x18\x05 \x01(\x01\x12\x0e\n\x06recall\x18\x06 \x01(\x01\x12\x13\n\x0btrue_pixels\x18\x07 \x01(\x03\x12\x18\n\x10predicted_pixels\x18\x08 \x01(\x03\"\x84\x02\n\x10\x45valuateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12,\n\tper_class\x18\x03 \x03(\x0b\x32\x19.segserve.v1.ClassMetrics\x12\x10\n\x08mean_iou\x18\x04 \x01(\x01\x12\x11\n\tmean_dice\x18\x05 \x01(\x01\x12\x16\n\x0epixel_accuracy\x18\x06 \x01(\x01\x12\x13\n\x0bnum_classes\x18\x07 \x01(\x05\x12\x18\n\x10\x63onfusion_matrix\x18\x08 \x03(\x03\x12\x30\n\nprediction\x18\t \x01(\x0b\x32\x1c.segserve.v1.SegmentResponse\"\x13\n\x11ListModelsRequest\"O\n\tClassInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03red\x18\x03 \x01(\x05\x12\r\n\x05green\x18\x04 \x01(\x05\x12\x0c\n\x04\x62lue\x18\x05 \x01(\x05\"\x82\x01\n\x16\x43lassValidationMetrics\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03iou\x18\x03 \x01(\x01\x12\x0c\n\x04\x64ice\x18\x04 \x01(\x01\x12\x15\n\rper_image_iou\x18\x05 \x01(\x01\x12\x16\n\x0eper_image_dice\x18\x06 \x01(\x01\"\xc0\x04\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x12\n\ninput_size\x18\x04 \x01(\x05\x12\'\n\x07\x63lasses\x18\x05 \x03(\x0b\x32\x16.segserve.v1.ClassInfo\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x37\n\nvalidation\x18\x07 \x03(\x0b\x32#.segserve.v1.ClassValidationMetrics\x12\x1b\n\x13validation_mean_iou\x18\x08 \x01(\x01\x12!\n\x19validation_pixel_accuracy\x18\t \x01(\x01\x12\x17\n\x0f\x65ncoder_weights\x18\n \x01(\t\x12\x14\n\x0ctrained_from\x18\x0b \x01(\t\x12\x12\n\ntrained_on\x18\x0c \x01(\t\x12\x1c\n\x14validation_ratio_mae\x18\r \x01(\x01\x12\x1e\n\x16validation_grade_exact\x18\x0e \x01(\x01\x12#\n\x1bvalidation_grade_within_one\x18\x0f \x01(\x01\x12-\n\x06review\x18\x10 \x01(\x0b\x32\x1d.segserve.v1.ReviewThresholds\x12\x0f\n\x07members\x18\x11 \x03(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x12 \x01(\t\x12\x0f\n\x07\x65ncoder\x18\x13 \x01(\t\x12\x19\n\x11validation_source\x18\x14 \x01(\t\x12\x11\n\tprecision\x18\x15 \x01(\t\"\xc9\x01\n\x10ReviewThresholds\x12\x1c\n\x14\x63onfidence_threshold\x18\x01 \x01(\x01\x12#\n\x1bmax_low_confidence_fraction\x18\x02 \x01(\x01\x12\x1a\n\x12min_asset_fraction\x18\x03 \x01(\x01\x12\x10\n\x08min_side\x18\x04 \x01(\x05\x12\x16\n\x0emin_brightness\x18\x05 \x01(\x01\x12\x15\n\rmin_sharpness\x18\x06 \x01(\x01\x12\x15\n\rmin_agreement\x18\x07 \x01(\x01\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.segserve.v1.ModelInfo*\xf8\x01\n\x0cReviewReason\x12\x1d\n\x19REVIEW_REASON_UNSPECIFIED\x10\x00\x12 \n\x1cREVIEW_REASON_LOW_CONFIDENCE\x10\x01\x12\x1a\n\x16REVIEW_REASON_NO_ASSET\x10\x02\x12!\n\x1dREVIEW_REASON_IMAGE_TOO_SMALL\x10\x03\x12 \n\x1cREVIEW_REASON_IMAGE_TOO_DARK\x10\x04\x12#\n\x1fREVIEW_REASON_IMAGE_TOO_BLURRED\x10\x05\x12!\n\x1dREVIEW_REASON_MODELS_DISAGREE\x10\x06\x32\xf3\x01\n\x13SegmentationService\x12\x44\n\x07Segment\x12\x1b.segserve.v1.SegmentRequest\x1a\x1c.segserve.v1.SegmentResponse\x12G\n\x08\x45valuate\x12\x1c.segserve.v1.EvaluateRequest\x1a\x1d.segserve.v1.EvaluateResponse\x12M\n\nListModels\x12\x1e.segserve.v1.ListModelsRequest\x1a\x1f.segserve.v1.ListModelsResponseB\x0e\xaa\x02\x0bSegServe.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esegserve/v1/segmentation.proto\x12\x0bsegserve.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\x0eSegmentRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\x0finclude_overlay\x18\x03 \x01(\x08\x12\x10\n\x08\x61sset_id\x18\x04 \x01(\t\x12\x37\n\x06labels\x18\x05 \x03(\x0b\x32\'.segserve.v1.SegmentRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\rClassCoverage\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06pixels\x18\x03 \x01(\x03\x12\x10\n\x08\x66raction\x18\x04 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x05 \x01(\x01\"\xfa\x03\n\x0fSegmentResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x10\n\x08mask_png\x18\x05 \x01(\x0c\x12\x16\n\x0e\x63olor_mask_png\x18\x06 \x01(\x0c\x12\x14\n\x0coverlay_jpeg\x18\x07 \x01(\x0c\x12,\n\x08\x63overage\x18\x08 \x03(\x0b\x32\x1a.segserve.v1.ClassCoverage\x12\x1d\n\x15\x63orrosion_asset_ratio\x18\t \x01(\x01\x12\x12\n\nrust_grade\x18\n \x01(\x05\x12\x15\n\rmodel_seconds\x18\x0b \x01(\x01\x12\x17\n\x0fmean_confidence\x18\x0c \x01(\x01\x12\x1f\n\x17low_confidence_fraction\x18\r \x01(\x01\x12\x1c\n\x14\x63onfidence_threshold\x18\x0e \x01(\x01\x12\x14\n\x0cneeds_review\x18\x0f \x01(\x08\x12\x31\n\x0ereview_reasons\x18\x10 \x03(\x0e\x32\x19.segserve.v1.ReviewReason\x12\x1d\n\x10models_agreement\x18\x11 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rinspection_id\x18\x12 \x01(\tB\x13\n\x11_models_agreement\"E\n\x0f\x45valuateRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0cground_truth\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\"\x9b\x01\n\x0c\x43lassMetrics\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03iou\x18\x03 \x01(\x01\x12\x0c\n\x04\x64ice\x18\x04 \x01(\x01\x12\x11\n\tprecision\x18\x05 \x01(\x01\x12\x0e\n\x06recall\x18\x06 \x01(\x01\x12\x13\n\x0btrue_pixels\x18\x07 \x01(\x03\x12\x18\n\x10predicted_pixels\x18\x08 \x01(\x03\"\x84\x02\n\x10\x45valuateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12,\n\tper_class\x18\x03 \x03(\x0b\x32\x19.segserve.v1.ClassMetrics\x12\x10\n\x08mean_iou\x18\x04 \x01(\x01\x12\x11\n\tmean_dice\x18\x05 \x01(\x01\x12\x16\n\x0epixel_accuracy\x18\x06 \x01(\x01\x12\x13\n\x0bnum_classes\x18\x07 \x01(\x05\x12\x18\n\x10\x63onfusion_matrix\x18\x08 \x03(\x03\x12\x30\n\nprediction\x18\t \x01(\x0b\x32\x1c.segserve.v1.SegmentResponse\"\x13\n\x11ListModelsRequest\"O\n\tClassInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03red\x18\x03 \x01(\x05\x12\r\n\x05green\x18\x04 \x01(\x05\x12\x0c\n\x04\x62lue\x18\x05 \x01(\x05\"\x82\x01\n\x16\x43lassValidationMetrics\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03iou\x18\x03 \x01(\x01\x12\x0c\n\x04\x64ice\x18\x04 \x01(\x01\x12\x15\n\rper_image_iou\x18\x05 \x01(\x01\x12\x16\n\x0eper_image_dice\x18\x06 \x01(\x01\"\xc0\x04\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\x12\n\ninput_size\x18\x04 \x01(\x05\x12\'\n\x07\x63lasses\x18\x05 \x03(\x0b\x32\x16.segserve.v1.ClassInfo\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x37\n\nvalidation\x18\x07 \x03(\x0b\x32#.segserve.v1.ClassValidationMetrics\x12\x1b\n\x13validation_mean_iou\x18\x08 \x01(\x01\x12!\n\x19validation_pixel_accuracy\x18\t \x01(\x01\x12\x17\n\x0f\x65ncoder_weights\x18\n \x01(\t\x12\x14\n\x0ctrained_from\x18\x0b \x01(\t\x12\x12\n\ntrained_on\x18\x0c \x01(\t\x12\x1c\n\x14validation_ratio_mae\x18\r \x01(\x01\x12\x1e\n\x16validation_grade_exact\x18\x0e \x01(\x01\x12#\n\x1bvalidation_grade_within_one\x18\x0f \x01(\x01\x12-\n\x06review\x18\x10 \x01(\x0b\x32\x1d.segserve.v1.ReviewThresholds\x12\x0f\n\x07members\x18\x11 \x03(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x12 \x01(\t\x12\x0f\n\x07\x65ncoder\x18\x13 \x01(\t\x12\x19\n\x11validation_source\x18\x14 \x01(\t\x12\x11\n\tprecision\x18\x15 \x01(\t\"\xc9\x01\n\x10ReviewThresholds\x12\x1c\n\x14\x63onfidence_threshold\x18\x01 \x01(\x01\x12#\n\x1bmax_low_confidence_fraction\x18\x02 \x01(\x01\x12\x1a\n\x12min_asset_fraction\x18\x03 \x01(\x01\x12\x10\n\x08min_side\x18\x04 \x01(\x05\x12\x16\n\x0emin_brightness\x18\x05 \x01(\x01\x12\x15\n\rmin_sharpness\x18\x06 \x01(\x01\x12\x15\n\rmin_agreement\x18\x07 \x01(\x01\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.segserve.v1.ModelInfo\"\xdb\x01\n\x16ListInspectionsRequest\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0cneeds_review\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\tB\x0f\n\r_needs_review\"`\n\x17ListInspectionsResponse\x12,\n\x0binspections\x18\x01 \x03(\x0b\x32\x17.segserve.v1.Inspection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x14GetInspectionRequest\x12\x15\n\rinspection_id\x18\x01 \x01(\t\"D\n\x15GetInspectionResponse\x12+\n\ninspection\x18\x01 \x01(\x0b\x32\x17.segserve.v1.Inspection\"\xc7\x05\n\nInspection\x12\x15\n\rinspection_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cphoto_sha256\x18\x03 \x01(\t\x12\x13\n\x0bphoto_bytes\x18\x04 \x01(\x03\x12\x10\n\x08\x61sset_id\x18\x05 \x01(\t\x12\x33\n\x06labels\x18\x06 \x03(\x0b\x32#.segserve.v1.Inspection.LabelsEntry\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x12\x1d\n\x15\x63orrosion_asset_ratio\x18\x0b \x01(\x01\x12\x12\n\nrust_grade\x18\x0c \x01(\x05\x12,\n\x08\x63overage\x18\r \x03(\x0b\x32\x1a.segserve.v1.ClassCoverage\x12\x17\n\x0fmean_confidence\x18\x0e \x01(\x01\x12\x1f\n\x17low_confidence_fraction\x18\x0f \x01(\x01\x12\x1c\n\x14\x63onfidence_threshold\x18\x10 \x01(\x01\x12\x14\n\x0cneeds_review\x18\x11 \x01(\x08\x12\x31\n\x0ereview_reasons\x18\x12 \x03(\x0e\x32\x19.segserve.v1.ReviewReason\x12\x1d\n\x10models_agreement\x18\x13 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\ttransport\x18\x14 \x01(\t\x12\x12\n\nphoto_kept\x18\x15 \x01(\x08\x12\x10\n\x08mask_png\x18\x16 \x01(\x0c\x12\x14\n\x0coverlay_jpeg\x18\x17 \x01(\x0c\x12\r\n\x05photo\x18\x18 \x01(\x0c\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x13\n\x11_models_agreement*\xf8\x01\n\x0cReviewReason\x12\x1d\n\x19REVIEW_REASON_UNSPECIFIED\x10\x00\x12 \n\x1cREVIEW_REASON_LOW_CONFIDENCE\x10\x01\x12\x1a\n\x16REVIEW_REASON_NO_ASSET\x10\x02\x12!\n\x1dREVIEW_REASON_IMAGE_TOO_SMALL\x10\x03\x12 \n\x1cREVIEW_REASON_IMAGE_TOO_DARK\x10\x04\x12#\n\x1fREVIEW_REASON_IMAGE_TOO_BLURRED\x10\x05\x12!\n\x1dREVIEW_REASON_MODELS_DISAGREE\x10\x06\x32\xa9\x03\n\x13SegmentationService\x12\x44\n\x07Segment\x12\x1b.segserve.v1.SegmentRequest\x1a\x1c.segserve.v1.SegmentResponse\x12G\n\x08\x45valuate\x12\x1c.segserve.v1.EvaluateRequest\x1a\x1d.segserve.v1.EvaluateResponse\x12M\n\nListModels\x12\x1e.segserve.v1.ListModelsRequest\x1a\x1f.segserve.v1.ListModelsResponse\x12\\\n\x0fListInspections\x12#.segserve.v1.ListInspectionsRequest\x1a$.segserve.v1.ListInspectionsResponse\x12V\n\rGetInspection\x12!.segserve.v1.GetInspectionRequest\x1a\".segserve.v1.GetInspectionResponseB\x0e\xaa\x02\x0bSegServe.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,32 +33,50 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'segserve.v1.segmentation_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\252\002\013SegServe.V1'
-  _globals['_REVIEWREASON']._serialized_start=2287
-  _globals['_REVIEWREASON']._serialized_end=2535
-  _globals['_SEGMENTREQUEST']._serialized_start=47
-  _globals['_SEGMENTREQUEST']._serialized_end=118
-  _globals['_CLASSCOVERAGE']._serialized_start=120
-  _globals['_CLASSCOVERAGE']._serialized_end=226
-  _globals['_SEGMENTRESPONSE']._serialized_start=229
-  _globals['_SEGMENTRESPONSE']._serialized_end=712
-  _globals['_EVALUATEREQUEST']._serialized_start=714
-  _globals['_EVALUATEREQUEST']._serialized_end=783
-  _globals['_CLASSMETRICS']._serialized_start=786
-  _globals['_CLASSMETRICS']._serialized_end=941
-  _globals['_EVALUATERESPONSE']._serialized_start=944
-  _globals['_EVALUATERESPONSE']._serialized_end=1204
-  _globals['_LISTMODELSREQUEST']._serialized_start=1206
-  _globals['_LISTMODELSREQUEST']._serialized_end=1225
-  _globals['_CLASSINFO']._serialized_start=1227
-  _globals['_CLASSINFO']._serialized_end=1306
-  _globals['_CLASSVALIDATIONMETRICS']._serialized_start=1309
-  _globals['_CLASSVALIDATIONMETRICS']._serialized_end=1439
-  _globals['_MODELINFO']._serialized_start=1442
-  _globals['_MODELINFO']._serialized_end=2018
-  _globals['_REVIEWTHRESHOLDS']._serialized_start=2021
-  _globals['_REVIEWTHRESHOLDS']._serialized_end=2222
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2224
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2284
-  _globals['_SEGMENTATIONSERVICE']._serialized_start=2538
-  _globals['_SEGMENTATIONSERVICE']._serialized_end=2781
+  _globals['_SEGMENTREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_SEGMENTREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_INSPECTION_LABELSENTRY']._loaded_options = None
+  _globals['_INSPECTION_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_REVIEWREASON']._serialized_start=3617
+  _globals['_REVIEWREASON']._serialized_end=3865
+  _globals['_SEGMENTREQUEST']._serialized_start=81
+  _globals['_SEGMENTREQUEST']._serialized_end=274
+  _globals['_SEGMENTREQUEST_LABELSENTRY']._serialized_start=229
+  _globals['_SEGMENTREQUEST_LABELSENTRY']._serialized_end=274
+  _globals['_CLASSCOVERAGE']._serialized_start=276
+  _globals['_CLASSCOVERAGE']._serialized_end=382
+  _globals['_SEGMENTRESPONSE']._serialized_start=385
+  _globals['_SEGMENTRESPONSE']._serialized_end=891
+  _globals['_EVALUATEREQUEST']._serialized_start=893
+  _globals['_EVALUATEREQUEST']._serialized_end=962
+  _globals['_CLASSMETRICS']._serialized_start=965
+  _globals['_CLASSMETRICS']._serialized_end=1120
+  _globals['_EVALUATERESPONSE']._serialized_start=1123
+  _globals['_EVALUATERESPONSE']._serialized_end=1383
+  _globals['_LISTMODELSREQUEST']._serialized_start=1385
+  _globals['_LISTMODELSREQUEST']._serialized_end=1404
+  _globals['_CLASSINFO']._serialized_start=1406
+  _globals['_CLASSINFO']._serialized_end=1485
+  _globals['_CLASSVALIDATIONMETRICS']._serialized_start=1488
+  _globals['_CLASSVALIDATIONMETRICS']._serialized_end=1618
+  _globals['_MODELINFO']._serialized_start=1621
+  _globals['_MODELINFO']._serialized_end=2197
+  _globals['_REVIEWTHRESHOLDS']._serialized_start=2200
+  _globals['_REVIEWTHRESHOLDS']._serialized_end=2401
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2403
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2463
+  _globals['_LISTINSPECTIONSREQUEST']._serialized_start=2466
+  _globals['_LISTINSPECTIONSREQUEST']._serialized_end=2685
+  _globals['_LISTINSPECTIONSRESPONSE']._serialized_start=2687
+  _globals['_LISTINSPECTIONSRESPONSE']._serialized_end=2783
+  _globals['_GETINSPECTIONREQUEST']._serialized_start=2785
+  _globals['_GETINSPECTIONREQUEST']._serialized_end=2830
+  _globals['_GETINSPECTIONRESPONSE']._serialized_start=2832
+  _globals['_GETINSPECTIONRESPONSE']._serialized_end=2900
+  _globals['_INSPECTION']._serialized_start=2903
+  _globals['_INSPECTION']._serialized_end=3614
+  _globals['_INSPECTION_LABELSENTRY']._serialized_start=229
+  _globals['_INSPECTION_LABELSENTRY']._serialized_end=274
+  _globals['_SEGMENTATIONSERVICE']._serialized_start=3868
+  _globals['_SEGMENTATIONSERVICE']._serialized_end=4293
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -25,14 +28,25 @@ REVIEW_REASON_IMAGE_TOO_BLURRED: ReviewReason
 REVIEW_REASON_MODELS_DISAGREE: ReviewReason
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("image", "model", "include_overlay")
+    __slots__ = ("image", "model", "include_overlay", "asset_id", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OVERLAY_FIELD_NUMBER: _ClassVar[int]
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     model: str
     include_overlay: bool
-    def __init__(self, image: _Optional[bytes] = ..., model: _Optional[str] = ..., include_overlay: _Optional[bool] = ...) -> None: ...
+    asset_id: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, image: _Optional[bytes] = ..., model: _Optional[str] = ..., include_overlay: _Optional[bool] = ..., asset_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ClassCoverage(_message.Message):
     __slots__ = ("class_id", "name", "pixels", "fraction", "mean_confidence")
@@ -49,7 +63,7 @@ class ClassCoverage(_message.Message):
     def __init__(self, class_id: _Optional[int] = ..., name: _Optional[str] = ..., pixels: _Optional[int] = ..., fraction: _Optional[float] = ..., mean_confidence: _Optional[float] = ...) -> None: ...
 
 class SegmentResponse(_message.Message):
-    __slots__ = ("model", "model_version", "width", "height", "mask_png", "color_mask_png", "overlay_jpeg", "coverage", "corrosion_asset_ratio", "rust_grade", "model_seconds", "mean_confidence", "low_confidence_fraction", "confidence_threshold", "needs_review", "review_reasons", "models_agreement")
+    __slots__ = ("model", "model_version", "width", "height", "mask_png", "color_mask_png", "overlay_jpeg", "coverage", "corrosion_asset_ratio", "rust_grade", "model_seconds", "mean_confidence", "low_confidence_fraction", "confidence_threshold", "needs_review", "review_reasons", "models_agreement", "inspection_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +81,7 @@ class SegmentResponse(_message.Message):
     NEEDS_REVIEW_FIELD_NUMBER: _ClassVar[int]
     REVIEW_REASONS_FIELD_NUMBER: _ClassVar[int]
     MODELS_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    INSPECTION_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     model_version: str
     width: int
@@ -84,7 +99,8 @@ class SegmentResponse(_message.Message):
     needs_review: bool
     review_reasons: _containers.RepeatedScalarFieldContainer[ReviewReason]
     models_agreement: float
-    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., mask_png: _Optional[bytes] = ..., color_mask_png: _Optional[bytes] = ..., overlay_jpeg: _Optional[bytes] = ..., coverage: _Optional[_Iterable[_Union[ClassCoverage, _Mapping]]] = ..., corrosion_asset_ratio: _Optional[float] = ..., rust_grade: _Optional[int] = ..., model_seconds: _Optional[float] = ..., mean_confidence: _Optional[float] = ..., low_confidence_fraction: _Optional[float] = ..., confidence_threshold: _Optional[float] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[_Union[ReviewReason, str]]] = ..., models_agreement: _Optional[float] = ...) -> None: ...
+    inspection_id: str
+    def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., mask_png: _Optional[bytes] = ..., color_mask_png: _Optional[bytes] = ..., overlay_jpeg: _Optional[bytes] = ..., coverage: _Optional[_Iterable[_Union[ClassCoverage, _Mapping]]] = ..., corrosion_asset_ratio: _Optional[float] = ..., rust_grade: _Optional[int] = ..., model_seconds: _Optional[float] = ..., mean_confidence: _Optional[float] = ..., low_confidence_fraction: _Optional[float] = ..., confidence_threshold: _Optional[float] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[_Union[ReviewReason, str]]] = ..., models_agreement: _Optional[float] = ..., inspection_id: _Optional[str] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("image", "ground_truth", "model")
@@ -241,3 +257,98 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class ListInspectionsRequest(_message.Message):
+    __slots__ = ("asset_id", "start_time", "end_time", "needs_review", "page_size", "page_token")
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_REVIEW_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    asset_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    needs_review: bool
+    page_size: int
+    page_token: str
+    def __init__(self, asset_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., needs_review: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListInspectionsResponse(_message.Message):
+    __slots__ = ("inspections", "next_page_token")
+    INSPECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    inspections: _containers.RepeatedCompositeFieldContainer[Inspection]
+    next_page_token: str
+    def __init__(self, inspections: _Optional[_Iterable[_Union[Inspection, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetInspectionRequest(_message.Message):
+    __slots__ = ("inspection_id",)
+    INSPECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    inspection_id: str
+    def __init__(self, inspection_id: _Optional[str] = ...) -> None: ...
+
+class GetInspectionResponse(_message.Message):
+    __slots__ = ("inspection",)
+    INSPECTION_FIELD_NUMBER: _ClassVar[int]
+    inspection: Inspection
+    def __init__(self, inspection: _Optional[_Union[Inspection, _Mapping]] = ...) -> None: ...
+
+class Inspection(_message.Message):
+    __slots__ = ("inspection_id", "time", "photo_sha256", "photo_bytes", "asset_id", "labels", "model", "model_version", "width", "height", "corrosion_asset_ratio", "rust_grade", "coverage", "mean_confidence", "low_confidence_fraction", "confidence_threshold", "needs_review", "review_reasons", "models_agreement", "transport", "photo_kept", "mask_png", "overlay_jpeg", "photo")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INSPECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ASSET_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CORROSION_ASSET_RATIO_FIELD_NUMBER: _ClassVar[int]
+    RUST_GRADE_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_REVIEW_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_REASONS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_KEPT_FIELD_NUMBER: _ClassVar[int]
+    MASK_PNG_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_JPEG_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    inspection_id: str
+    time: _timestamp_pb2.Timestamp
+    photo_sha256: str
+    photo_bytes: int
+    asset_id: str
+    labels: _containers.ScalarMap[str, str]
+    model: str
+    model_version: str
+    width: int
+    height: int
+    corrosion_asset_ratio: float
+    rust_grade: int
+    coverage: _containers.RepeatedCompositeFieldContainer[ClassCoverage]
+    mean_confidence: float
+    low_confidence_fraction: float
+    confidence_threshold: float
+    needs_review: bool
+    review_reasons: _containers.RepeatedScalarFieldContainer[ReviewReason]
+    models_agreement: float
+    transport: str
+    photo_kept: bool
+    mask_png: bytes
+    overlay_jpeg: bytes
+    photo: bytes
+    def __init__(self, inspection_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., photo_sha256: _Optional[str] = ..., photo_bytes: _Optional[int] = ..., asset_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., corrosion_asset_ratio: _Optional[float] = ..., rust_grade: _Optional[int] = ..., coverage: _Optional[_Iterable[_Union[ClassCoverage, _Mapping]]] = ..., mean_confidence: _Optional[float] = ..., low_confidence_fraction: _Optional[float] = ..., confidence_threshold: _Optional[float] = ..., needs_review: _Optional[bool] = ..., review_reasons: _Optional[_Iterable[_Union[ReviewReason, str]]] = ..., models_agreement: _Optional[float] = ..., transport: _Optional[str] = ..., photo_kept: _Optional[bool] = ..., mask_png: _Optional[bytes] = ..., overlay_jpeg: _Optional[bytes] = ..., photo: _Optional[bytes] = ...) -> None: ...

@@ -50,6 +50,16 @@ class SegmentationServiceStub:
                 request_serializer=segserve_dot_v1_dot_segmentation__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=segserve_dot_v1_dot_segmentation__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.ListInspections = channel.unary_unary(
+                '/segserve.v1.SegmentationService/ListInspections',
+                request_serializer=segserve_dot_v1_dot_segmentation__pb2.ListInspectionsRequest.SerializeToString,
+                response_deserializer=segserve_dot_v1_dot_segmentation__pb2.ListInspectionsResponse.FromString,
+                _registered_method=True)
+        self.GetInspection = channel.unary_unary(
+                '/segserve.v1.SegmentationService/GetInspection',
+                request_serializer=segserve_dot_v1_dot_segmentation__pb2.GetInspectionRequest.SerializeToString,
+                response_deserializer=segserve_dot_v1_dot_segmentation__pb2.GetInspectionResponse.FromString,
+                _registered_method=True)
 
 
 class SegmentationServiceServicer:
@@ -77,6 +87,20 @@ class SegmentationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListInspections(self, request, context):
+        """The kept answers of past Segment calls (the inspection history), newest first, filtered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInspection(self, request, context):
+        """One kept answer with its class-id mask and overlay thumbnail (and its photo, where photos are kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmentationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +118,16 @@ def add_SegmentationServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=segserve_dot_v1_dot_segmentation__pb2.ListModelsRequest.FromString,
                     response_serializer=segserve_dot_v1_dot_segmentation__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ListInspections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInspections,
+                    request_deserializer=segserve_dot_v1_dot_segmentation__pb2.ListInspectionsRequest.FromString,
+                    response_serializer=segserve_dot_v1_dot_segmentation__pb2.ListInspectionsResponse.SerializeToString,
+            ),
+            'GetInspection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInspection,
+                    request_deserializer=segserve_dot_v1_dot_segmentation__pb2.GetInspectionRequest.FromString,
+                    response_serializer=segserve_dot_v1_dot_segmentation__pb2.GetInspectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +212,60 @@ class SegmentationService:
             '/segserve.v1.SegmentationService/ListModels',
             segserve_dot_v1_dot_segmentation__pb2.ListModelsRequest.SerializeToString,
             segserve_dot_v1_dot_segmentation__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInspections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/segserve.v1.SegmentationService/ListInspections',
+            segserve_dot_v1_dot_segmentation__pb2.ListInspectionsRequest.SerializeToString,
+            segserve_dot_v1_dot_segmentation__pb2.ListInspectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInspection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/segserve.v1.SegmentationService/GetInspection',
+            segserve_dot_v1_dot_segmentation__pb2.GetInspectionRequest.SerializeToString,
+            segserve_dot_v1_dot_segmentation__pb2.GetInspectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The revisions, oldest first: 0001 the tables, 0002 their indexes."""
