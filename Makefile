@@ -10,7 +10,7 @@ SEGSERVE_GRPC_PORT ?= 50051
 export SEGSERVE_HTTP_PORT SEGSERVE_GRPC_PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto models serve test test-fast lint format train finetune bench loadtest bento clean ops-tools browser-tools
+.PHONY: help setup proto models serve test test-fast lint format train finetune bench loadtest bento bento-from-store clean ops-tools browser-tools
 
 help: ## List the tasks
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ loadtest: setup ## Locust, gRPC and HTTP users stepped 1,2,4,8,16, against a run
 
 BENTOFILE ?= bentofile.yaml
 bento: models ## Build the bento (lean, no TensorFlow; BENTOFILE=bentofile-tensorflow.yaml adds it)
+	$(MAKE) --no-print-directory bento-from-store
+
+bento-from-store: setup ## Build the bento from the model versions already in the store, importing nothing
 	rm -rf dist && $(PY) -m pip wheel -q --no-deps -w dist .
 	$(PY) -m bentoml build -f $(BENTOFILE) .
 

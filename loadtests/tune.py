@@ -1,7 +1,7 @@
 """Try serving configurations side by side: for each, start `bentoml serve` of the service with its settings on
 free ports, measure gRPC Segment throughput and latency at concurrency 1 and 8, stop it; one table at the end.
 
-    BENTOML_HOME=... python -m loadtests.tune [--requests 64] [--image PATH] [--model deeplabv3plus] \\
+    BENTOML_HOME=... python -m loadtests.tune [--requests 64] [--image PATH] [--model NAME] \\
         --config "default:" --config "batch 4:SEGSERVE_MAX_BATCH_SIZE=4" \\
         --config "2 workers x 1 thread:SEGSERVE_MODEL_WORKERS=2,SEGSERVE_MODEL_THREADS=1"
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", required=True, help='"label:VAR=VALUE,VAR=VALUE"')
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--image", type=Path)
-    parser.add_argument("--model", default="deeplabv3plus")
+    parser.add_argument("--model", default="", help="model name; empty for the server's default")
     parser.add_argument("--logs", type=Path, help="folder for the servers' output (default: a temporary one)")
     args = parser.parse_args(argv)
     image, _ = image_or_synthetic(args.image)

@@ -43,11 +43,13 @@ def tiny_model(name: str, input_channels: int = 3):
 
 
 def make_tiny_store(home: Path) -> None:
-    """Fill a BentoML store at ``home`` with stand-ins of both models (in a subprocess: BENTOML_HOME is read once)."""
+    """Fill a BentoML store at ``home`` with stand-ins of every shipped model (in a subprocess: BENTOML_HOME is read
+    once)."""
     code = (
         "from tests.servers import tiny_model\n"
+        "from segserve.architectures import SHIPPED\n"
         "from segserve.store import save_to_store\n"
-        "for n in ('deeplabv3plus', 'unet'):\n"
+        "for n in SHIPPED:\n"
         "    save_to_store(tiny_model(n), n, {'input_size': 256, 'encoder_weights': 'none', 'val_metrics': {"
         "'per_class': [{'class_id': 0, 'name': 'corrosion', 'iou': 0.5, 'dice': 0.6, 'per_image_iou': 0.5,"
         " 'per_image_dice': 0.6}], 'mean_iou': 0.5, 'pixel_accuracy': 0.7}})\n"

@@ -13,21 +13,23 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+import yaml
 
+from segserve import architectures
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 from tests.servers import ROOT, start_server, stop_server, wait_until_serving
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def built(tiny_store: Path, tmp_path_factory) -> tuple[Path, Path]:
-    """`make bento` into a copy of the tiny-model store; returns (BENTOML_HOME, bento folder)."""
+    """`make bento-from-store` (the build step of `make bento`, which first imports the shipped releases) into a
+    copy of the tiny-model store; returns (BENTOML_HOME, bento folder)."""
     home = tmp_path_factory.mktemp("bento_home")
     shutil.copytree(tiny_store, home, dirs_exist_ok=True)
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "VENV": str(Path(sys.prefix))}
-    result = subprocess.run(["make", "bento"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    make = ["make", "bento-from-store"]
+    result = subprocess.run(make, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     bentos = list((home / "bentos" / "segserve").iterdir())
     bentos = [b for b in bentos if b.is_dir()]
@@ -35,6 +37,7 @@ def built(tiny_store: Path, tmp_path_factory) -> tuple[Path, Path]:
     return home, bentos[0]
 
 
+@pytest.mark.slow
 def test_bento_holds_service_proto_wheel_and_requirements(built):
     _, bento = built
     assert (bento / "src" / "bento" / "service.py").exists()
@@ -45,6 +48,7 @@ def test_bento_holds_service_proto_wheel_and_requirements(built):
     assert "tensorflow" not in requirements and "keras" not in requirements  # the lean bento
 
 
+@pytest.mark.slow
 def test_dockerfile_exposes_http_and_grpc(built):
     _, bento = built
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
@@ -52,6 +56,7 @@ def test_dockerfile_exposes_http_and_grpc(built):
     assert "EXPOSE 50051" in dockerfile
 
 
+@pytest.mark.slow
 def test_container_runs_as_a_non_root_user(built):
     """The image's process runs as BentoML's bento user, uid 1034 (the Kubernetes manifests' runAsUser)."""
     _, bento = built
@@ -61,7 +66,14 @@ def test_container_runs_as_a_non_root_user(built):
     assert "ARG BENTO_USER_UID=1034" in lines
 
 
-def test_exported_bento_carries_both_models(built, tmp_path):
+@pytest.mark.parametrize("bentofile", ["bentofile.yaml", "bentofile-tensorflow.yaml"])
+def test_bentofile_packs_every_shipped_model(bentofile):
+    models = yaml.safe_load((ROOT / bentofile).read_text())["models"]
+    assert models == [f"corrosion-{name}:latest" for name in architectures.SHIPPED]
+
+
+@pytest.mark.slow
+def test_exported_bento_carries_every_shipped_model(built, tmp_path):
     home, bento = built
     env = {**os.environ, "BENTOML_HOME": str(home)}
     archive = tmp_path / "segserve.bento"
@@ -71,11 +83,12 @@ def test_exported_bento_carries_both_models(built, tmp_path):
     )
     with tarfile.open(archive) as tar:
         names = [n.removeprefix("./") for n in tar.getnames()]
-    for model in ("corrosion-deeplabv3plus", "corrosion-unet"):
+    for model in (f"corrosion-{name}" for name in architectures.SHIPPED):
         for filename in ("model.keras", "model.onnx"):
             assert any(n.startswith(f"models/{model}/") and n.endswith(filename) for n in names), (model, filename)
 
 
+@pytest.mark.slow
 def test_built_bento_serves_grpc_without_tensorflow(built, tmp_path):
     """The lean bento serves on OpenVINO with TensorFlow and Keras made unimportable (a sitecustomize that blocks
     them)."""
@@ -93,7 +106,7 @@ def test_built_bento_serves_grpc_without_tensorflow(built, tmp_path):
             models = stub.ListModels(pb.ListModelsRequest()).models
             image = cv2.imencode(".png", np.full((30, 40, 3), 120, np.uint8))[1].tobytes()
             answer = stub.Segment(pb.SegmentRequest(image=image, model="ensemble"))
-        assert sorted(m.name for m in models) == ["deeplabv3plus", "ensemble", "unet"]
+        assert sorted(m.name for m in models) == sorted([*architectures.SHIPPED, "ensemble"])
         assert {m.backend for m in models} == {"openvino"}
         assert (answer.width, answer.height) == (40, 30)
         assert "No module named" not in server.log() and "tensorflow" not in server.log().lower()

@@ -12,6 +12,7 @@ import pytest
 from segserve import imaging, metrics, review
 from segserve.predictor import Predictor
 from segserve.review import ImageQuality, ReviewThresholds
+from tests.two_models import two_model_settings
 from training import calibrate
 
 NAMES = ("deeplabv3plus", "unet")
@@ -150,10 +151,9 @@ def test_calibration_writes_thresholds_that_behave(make_dataset, tiny_models, mo
     assert written["deeplabv3plus"]["review"]["min_agreement"] == written["unet"]["review"]["min_agreement"]
     # what GET /models reports of it (the ensemble's from the default model's metadata)
     from segserve.catalog import Catalog
-    from segserve.settings import Settings
 
     served = {n: {"version": "v", "input_size": INPUT_SIZE, "metadata": written[n]} for n in NAMES}
-    catalog = Catalog(Settings(), served)
+    catalog = Catalog(two_model_settings(), served)
     for name in NAMES:
         told = catalog.review_calibration(name)
         assert told["n_images"] == 4 and told["flagged"] == written[name]["review"]["calibration"]["flagged"]
@@ -185,3 +185,11 @@ def test_calibration_writes_thresholds_that_behave(make_dataset, tiny_models, mo
         assert reasons(image) == []  # no photo of the split fails an image check
     text = report.read_text()
     assert "python -m training.calibrate --data" in text and "Spearman" in text and "held out" in text
+
+
+def test_the_ensemble_calibrated_is_the_served_one_when_its_models_are_given(monkeypatch):
+    monkeypatch.setattr(calibrate.architectures, "ENSEMBLE_MEMBERS", ("unet-vgg16", "deeplabv3plus-vgg16"))
+    every = ("deeplabv3plus", "unet", "unet-vgg16", "deeplabv3plus-vgg16")
+    assert calibrate.ensemble_members(every) == ("unet-vgg16", "deeplabv3plus-vgg16")
+    assert calibrate.ensemble_members(("deeplabv3plus", "unet")) == ("deeplabv3plus", "unet")  # another pair: both
+    assert calibrate.ensemble_members(("unet",)) == ()

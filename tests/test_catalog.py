@@ -10,6 +10,7 @@ from segserve.architectures import ENSEMBLE
 from segserve.catalog import Catalog
 from segserve.errors import NotReady, UnknownModel
 from segserve.settings import Settings
+from tests.two_models import two_model_settings
 
 REVIEW = {"confidence_threshold": 0.6, "max_low_confidence_fraction": 0.3, "min_agreement": 0.5}
 VAL = {
@@ -32,20 +33,20 @@ MODELS = {
 
 
 def test_ensemble_is_listed_with_its_members_and_needs_two_models():
-    catalog = Catalog(Settings(), MODELS)
+    catalog = Catalog(two_model_settings(), MODELS)
     listed = {m["name"]: m for m in catalog.list_models()["models"]}
     assert list(listed) == ["deeplabv3plus", "unet", "ensemble"]
     assert listed["ensemble"]["members"] == ["deeplabv3plus", "unet"]
     assert listed["unet"]["members"] == []
     assert listed["ensemble"]["review"]["min_agreement"] == 0.5
-    single = Catalog(Settings(default_model="unet"), {"unet": MODELS["unet"]})
+    single = Catalog(two_model_settings(default_model="unet"), {"unet": MODELS["unet"]})
     assert [m["name"] for m in single.list_models()["models"]] == ["unet"]
     with pytest.raises(UnknownModel, match="serves unet"):
         single.resolve(ENSEMBLE)
 
 
 def test_nothing_is_served_until_the_models_answer():
-    catalog = Catalog(Settings())
+    catalog = Catalog(two_model_settings())
     with pytest.raises(NotReady):
         catalog.resolve("")
     with pytest.raises(NotReady):
@@ -56,7 +57,7 @@ def test_nothing_is_served_until_the_models_answer():
 
 
 def test_model_info_carries_the_release_metadata():
-    info = Catalog(Settings(), MODELS).model_info("unet")
+    info = Catalog(two_model_settings(), MODELS).model_info("unet")
     assert info["version"] == "v-unet" and info["is_default"] is False and info["input_size"] == 32
     (row,) = info["validation"]
     assert math.isnan(row.pop("per_image_dice"))  # missing from the metadata: NaN, as the proto's double says
@@ -86,4 +87,4 @@ def test_the_ensemble_members_come_from_the_settings():
     with pytest.raises(ValueError, match="SEGSERVE_ENSEMBLE"):
         Settings(ensemble="unet")
     with pytest.raises(ValueError, match="SEGSERVE_ENSEMBLE"):
-        Settings(ensemble="unet,unet-vgg16")  # unet-vgg16 is not among the served models
+        two_model_settings(ensemble="unet,unet-vgg16")  # unet-vgg16 is not among the served models

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from segserve import architectures, store
 from segserve import cli as segserve_cli
-from segserve import store
 from segserve.errors import ModelNotInStore
 from tests.servers import ROOT, tiny_model
 
@@ -26,8 +26,8 @@ def cli(*args: str, home, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_serve_with_an_empty_store_names_the_missing_models_and_exits_1(tmp_path):
     result = cli("serve", home=tmp_path / "empty")
     assert result.returncode == 1
-    for name in ("corrosion-deeplabv3plus", "corrosion-unet"):
-        assert f"model {name} is not in the BentoML model store" in result.stderr
+    for name in architectures.SHIPPED:
+        assert f"model corrosion-{name} is not in the BentoML model store" in result.stderr
     assert "make models" in result.stderr
 
 
@@ -35,7 +35,7 @@ def test_serve_with_an_empty_store_names_the_missing_models_and_exits_1(tmp_path
 def test_check_models_finds_a_complete_store(tiny_store):
     result = cli("check-models", home=tiny_store)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("found corrosion-") == 2
+    assert result.stdout.count("found corrosion-") == len(architectures.SHIPPED)
 
 
 @pytest.mark.slow

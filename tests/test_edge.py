@@ -16,6 +16,7 @@ from segserve.edge import Edge
 from segserve.errors import DeadlineExceeded, Overloaded, Unauthenticated, UnknownModel
 from segserve.predictor import from_probabilities, pack
 from segserve.settings import Settings
+from tests.two_models import two_model_settings
 
 MODELS = {name: {"version": "v1", "input_size": 32, "metadata": {}} for name in ("deeplabv3plus", "unet")}
 IMAGE = cv2.imencode(".png", np.random.default_rng(0).integers(40, 220, (24, 40, 3), dtype=np.uint8))[1].tobytes()
@@ -28,7 +29,7 @@ async def corrosion_everywhere(name: str, batch: np.ndarray) -> np.ndarray:
 
 
 def edge_for(predict=corrosion_everywhere, settings: Settings | None = None, auth: TokenAuth | None = None) -> Edge:
-    edge = Edge(settings or Settings(), predict, auth)
+    edge = Edge(settings or two_model_settings(), predict, auth)
     edge.serve(MODELS)
     return edge
 
@@ -116,7 +117,7 @@ def test_the_deadline_bounds_the_whole_call():
 
 
 def test_list_models_takes_a_place_too():
-    edge = edge_for(settings=Settings(max_concurrent_requests=1))
+    edge = edge_for(settings=two_model_settings(max_concurrent_requests=1))
 
     async def run():
         async with edge.admission.admit("grpc"):
@@ -128,6 +129,6 @@ def test_list_models_takes_a_place_too():
 
 
 def test_serving_sets_the_model_info_gauge():
-    edge = Edge(Settings(), corrosion_everywhere)
+    edge = Edge(two_model_settings(), corrosion_everywhere)
     edge.serve({"unet": {**MODELS["unet"], "version": "v9", "backend": "openvino", "precision": "f32"}})
     assert sample("segserve_model_info", model="unet", version="v9", backend="openvino", precision="f32") == 1.0

@@ -94,6 +94,12 @@ def test_a_release_is_a_reference_row(tmp_path):
     cells = experiments.reference_row(path)
     assert cells[0] == "shipped U-Net (unet.json: 90 epochs)"
     assert cells[2:] == ["52.0", "21.6", "53.3", "42.3", "66.3", "19.2", "64", "77", "-"]
+    # the ensemble it was calibrated in, from the metrics calibration recorded beside its own
+    meta["ensemble_val_metrics"] = {**meta["val_metrics"], "ratio_mae": 0.121, "pixel_accuracy": 0.71}
+    path.write_text(json.dumps(meta))
+    cells = experiments.reference_row(path, ensemble=True)
+    assert cells[0] == "ensemble of the models calibrated with U-Net (unet.json)"
+    assert cells[2:] == ["52.0", "21.6", "53.3", "42.3", "71.0", "12.1", "64", "77", "-"]
 
 
 def test_a_run_without_a_validated_epoch_is_refused(tmp_path):

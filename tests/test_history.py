@@ -31,6 +31,7 @@ from segserve.telemetry import get_telemetry
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 from tests.test_history_store import T0, postgres, record  # noqa: F401 (postgres: a fixture)
+from tests.two_models import two_model_settings
 
 MODELS = {name: {"version": "v1", "input_size": 32, "metadata": {}} for name in ("deeplabv3plus", "unet")}
 FAST = (0.05, 0.2)  # the writer's pauses between attempts, in seconds
@@ -64,7 +65,7 @@ def history_at(tmp_path, store: HistoryStore | None = None, **writer) -> History
 
 
 def edge_for(history: History | None, predict=None, auth: TokenAuth | None = None, settings=None) -> Edge:
-    edge = Edge(settings or Settings(), predict or banded(0.25), auth, history=history)
+    edge = Edge(settings or two_model_settings(), predict or banded(0.25), auth, history=history)
     edge.serve(MODELS)
     return edge
 
@@ -506,15 +507,27 @@ def test_a_campaign_tagged_by_folder_fills_the_history(tmp_path):
     thread.start()
     server, port = asyncio.run_coroutine_threadsafe(create_server(edge), loop).result(30)
     try:
-        options = inspection.Options(paths=[str(tmp_path / "site-a")], out=tmp_path / "out", asset_from_folder=True)
+        options = inspection.Options(
+            paths=[str(tmp_path / "site-a")],
+            out=tmp_path / "out",
+            asset_from_folder=True,
+            history_url="http://inspect.example:3000",
+        )
         options.out.mkdir()
         found = inspection.discover(options.paths, options.out)
         outcome = inspection.Inspection(options, Connection(f"127.0.0.1:{port}"), log=lambda text: None).run(found)
         assert outcome.status == 0 and outcome.inspected == 3
         assert history.writer.wait_idle(30)
+        rows = inspection.read_rows(options.out)
+        report = (options.out / "report.html").read_text()
         for asset, count in (("site-a/line-7", 2), ("site-a/line-9", 1)):
             kept = history.list(Query.parse(asset_id=asset))["inspections"]
             assert len(kept) == count, asset
+            # results.csv names each photo's asset and its inspection in the history, and the report links the
+            # asset to its trend on the server's history page
+            listed = {r["inspection_id"] for r in rows.values() if r["asset_id"] == asset}
+            assert listed == {k["inspection_id"] for k in kept}, asset
+            assert f"http://inspect.example:3000/ui/history?asset_id={asset.replace('/', '%2F')}" in report
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)

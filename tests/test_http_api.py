@@ -19,6 +19,7 @@ from segserve.edge import Edge
 from segserve.http_api import MetricsGuard, build_app
 from segserve.predictor import from_probabilities, pack
 from segserve.settings import Settings
+from tests.two_models import two_model_settings
 
 MODELS = {name: {"version": "v1", "input_size": 32, "metadata": {}} for name in ("deeplabv3plus", "unet")}
 IMAGE = cv2.imencode(".png", np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))[1].tobytes()
@@ -31,7 +32,7 @@ async def corrosion_everywhere(name: str, batch: np.ndarray) -> np.ndarray:
 
 
 def edge_for(predict, models=MODELS, settings: Settings | None = None, auth: TokenAuth | None = None) -> Edge:
-    edge = Edge(settings or Settings(), predict, auth)
+    edge = Edge(settings or two_model_settings(), predict, auth)
     edge.serve(models)
     return edge
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from segserve import inspection
+from segserve.architectures import DEFAULT, SHIPPED
 from segserve.errors import STATUSES
 from segserve.metrics import rust_grade
 from segserve.openapi import package_version
@@ -132,8 +133,11 @@ def test_the_page_shows_what_the_api_answers(live_server, chromium, tmp_path):
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.route("**/models", with_calibration)
             page.goto(f"{live_server.http_url}/ui")
-            page.wait_for_function("document.querySelectorAll('#model option').length === 3")
-            assert page.locator("#model option").all_inner_texts() == ["deeplabv3plus (default)", "unet", "ensemble"]
+            page.wait_for_function(f"document.querySelectorAll('#model option').length === {len(SHIPPED) + 1}")
+            assert page.locator("#model option").all_inner_texts() == [
+                *(f"{n} (default)" if n == DEFAULT else n for n in sorted(SHIPPED)),
+                "ensemble",
+            ]
             assert page.inner_text("#engines") == "Served: " + "; ".join(
                 f"{m['name']} {m['version']} on {m['backend']} {m['precision']}" for m in listed if m["backend"]
             )

@@ -161,6 +161,23 @@ def test_the_retry_hint_is_read_from_the_trailing_metadata():
     assert retry_pushback(_RpcError(((RETRY_PUSHBACK, "soon"),))) is None
 
 
+@pytest.mark.parametrize(
+    ("given", "server", "expected"),
+    [
+        (None, None, "http://localhost:3000"),
+        (None, "inspect.example:50051", "http://inspect.example:3000"),
+        (None, "[::1]:50051", "http://[::1]:3000"),
+        ("https://segserve.example/", "x:1", "https://segserve.example"),
+        ("none", None, ""),
+    ],
+)
+def test_the_report_links_assets_to_the_servers_history_page(given, server, expected):
+    from segserve.inspection import history_url
+    from segserve.settings import Settings
+
+    assert history_url(given, server, Settings()) == expected
+
+
 def test_bad_options_exit_2_with_a_message(tmp_path, capsys):
     from segserve import cli
 

@@ -159,10 +159,12 @@ def test_architecture_table_names_builders_and_the_service_serves_each():
     import inspect
 
     from bento.service import Models
-    from segserve.architectures import ARCHITECTURES, ENSEMBLE, NAMES, SHIPPED, method_name
+    from segserve.architectures import ARCHITECTURES, DEFAULT, ENSEMBLE, ENSEMBLE_MEMBERS, NAMES, SHIPPED, method_name
 
     assert NAMES == ("deeplabv3plus", "unet", "unet-vgg16", "deeplabv3plus-vgg16")
-    assert SHIPPED == ("deeplabv3plus", "unet")
+    assert SHIPPED == NAMES  # every architecture is shipped
+    # chosen by their val numbers (docs/results/experiments.md)
+    assert DEFAULT == "unet-vgg16" and ENSEMBLE_MEMBERS == ("unet-vgg16", "deeplabv3plus-vgg16")
     for arch in ARCHITECTURES.values():
         module, function = arch.builder.split(":")
         builder = getattr(__import__(module, fromlist=[function]), function)

@@ -16,6 +16,7 @@ from segserve.errors import DeadlineExceeded, InvalidInput, ModelFailed
 from segserve.pipeline import Pipeline, ServedModel
 from segserve.predictor import from_probabilities, pack
 from segserve.settings import Settings
+from tests.two_models import two_model_settings
 
 SIZE = 32
 REVIEW = {"confidence_threshold": 0.6, "max_low_confidence_fraction": 0.3, "min_agreement": 0.5}
@@ -65,7 +66,7 @@ class Recorder:
 
 def served(model: str, models=MODELS, settings: Settings | None = None) -> ServedModel:
     """The ServedModel the edge would hand the pipeline for a request naming ``model``."""
-    catalog = Catalog(settings or Settings(), models)
+    catalog = Catalog(settings or two_model_settings(), models)
     name = catalog.resolve(model)
     return ServedModel(name, catalog.version(name), catalog.input_size(name), catalog.thresholds[name])
 

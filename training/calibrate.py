@@ -3,7 +3,8 @@ flag the photos that carry the error of the corroded share.
 
     python -m training.calibrate --data ../shared/datasets/corrosion-pipes --split val [--write]
 
-For each model and for the ensemble (the mean of both models' probabilities), per photo and through the
+For each model and for the ensemble (the mean of its models' probabilities: ``ensemble_members``), per photo
+and through the
 functions the server calls (``training.prediction.answer``: the model service's prediction and wire format,
 ``pipeline.postprocess``): the softmax confidence (``review.confidence_of``), the photo's quality
 (``review.image_quality``), the agreement of the two models' masks (``review.agreement``), the photo's mean IoU
@@ -17,7 +18,7 @@ correlations between the signals and the errors, and chooses:
   photos flagged, then the lowest threshold. A photo is flagged when ``review.review_reasons`` gives any
   reason, so NO_ASSET (the default ``min_asset_fraction``) and the image checks count too.
 - ``min_agreement`` for the ensemble by the same rule, halfway between consecutive photos' agreements (or 0),
-  with the ensemble's confidence limits fixed to the default model's (deeplabv3plus), since the server takes
+  with the ensemble's confidence limits fixed to the default model's (``architectures.DEFAULT``), since the server takes
   the ensemble's thresholds from the default model.
 - ``min_side``, ``min_brightness``, ``min_sharpness``: half the lowest value on the split, so that no photo of
   it is flagged, but at least QUALITY_FLOORS (a 32x32 photo is IMAGE_TOO_SMALL, a blank uniform photo, whose
@@ -289,9 +290,10 @@ def calibrate_split(
     answers (``metrics.table``): the inspector's numbers (``metrics.RATIO_KEYS``) per model, and with two models
     the ensemble's full ``val_metrics`` (``training.metadata.val_metrics``) under ENSEMBLE."""
     names = list(models)
+    members = ensemble_members(names)
     predictions = {n: [run_option(Option((n,), False), models, s.model_input[None]) for s in samples] for n in names}
-    if len(names) > 1:
-        both = [run_option(Option(tuple(names), False), models, s.model_input[None]) for s in samples]
+    if members:
+        both = [run_option(Option(members, False), models, s.model_input[None]) for s in samples]
         agreements = [answer(s, p).models_agreement for s, p in zip(samples, both, strict=True)]
     else:
         agreements = [1.0] * len(samples)
@@ -305,9 +307,9 @@ def calibrate_split(
     choosers: dict[str, Callable[[list[int]], ReviewThresholds]] = {
         n: (lambda keep, n=n: choose_confidence(pick(n, keep), base)) for n in names
     }
-    if len(names) > 1:
+    if members:
         items[ENSEMBLE] = items[ENSEMBLE_OWN] = photos(samples, both, agreements)
-        default = DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+        default = DEFAULT_MODEL if DEFAULT_MODEL in members else members[0]
         choosers[ENSEMBLE] = lambda keep: choose_agreement(pick(ENSEMBLE, keep), choosers[default](keep))
         choosers[ENSEMBLE_OWN] = lambda keep: choose_agreement(
             pick(ENSEMBLE, keep), choose_confidence(pick(ENSEMBLE, keep), base)
@@ -315,7 +317,7 @@ def calibrate_split(
     everything = list(range(len(samples)))
     chosen = {k: choose(everything) for k, choose in choosers.items()}
     if ENSEMBLE in chosen:
-        for n in names:
+        for n in members:
             chosen[n] = replace(chosen[n], min_agreement=chosen[ENSEMBLE].min_agreement)
     numbers = {}
     for key, choose in choosers.items():
@@ -329,9 +331,17 @@ def calibrate_split(
     for n in names:
         scores = metrics.table(truths, answer_masks(predictions[n], samples))
         val[n] = {k: scores[k] for k in metrics.RATIO_KEYS}
-    if len(names) > 1:
-        val[ENSEMBLE] = val_metrics(metrics.table(truths, answer_masks(both, samples)), split)
+    if members:
+        val[ENSEMBLE] = {**val_metrics(metrics.table(truths, answer_masks(both, samples)), split), "members": members}
     return chosen, numbers, val
+
+
+def ensemble_members(names: Sequence[str]) -> tuple[str, ...]:
+    """The models calibrated as the ensemble: the served ensemble's (``architectures.ENSEMBLE_MEMBERS``) when all
+    of them are among ``names``, else all of ``names``; none for a single model."""
+    if len(architectures.ENSEMBLE_MEMBERS) > 1 and set(architectures.ENSEMBLE_MEMBERS) <= set(names):
+        return tuple(n for n in names if n in architectures.ENSEMBLE_MEMBERS)
+    return tuple(names) if len(names) > 1 else ()
 
 
 def recorded(
@@ -343,19 +353,21 @@ def recorded(
 ) -> dict[str, Any]:
     """The metadata keys calibration records for model ``name`` over its metadata ``meta``: ``review`` (the
     thresholds and the ``calibration`` numbers), ``val_metrics`` with the ratio agreement, and with two models
-    ``ensemble_val_metrics``. Calibrated alone, a model keeps its recorded ``min_agreement``."""
+    ``ensemble_val_metrics`` when it is one of the ensemble's members. Calibrated alone or outside the ensemble, a
+    model keeps its recorded ``min_agreement``."""
+    member = name in ratio.get(ENSEMBLE, {}).get("members", ())
     calibration = dict(numbers[name])
     for key in (ENSEMBLE, ENSEMBLE_OWN):
-        if key in numbers:
+        if key in numbers and member:
             calibration[key] = numbers[key]
     thresholds = chosen[name].as_dict()
-    if ENSEMBLE not in chosen:
+    if not member:
         thresholds["min_agreement"] = ReviewThresholds.from_metadata(meta).min_agreement
     changes = {
         "review": {**thresholds, "calibration": calibration},
         "val_metrics": {**(meta.get("val_metrics") or {}), **ratio[name]},
     }
-    if ENSEMBLE in ratio:  # what ListModels shows for the ensemble (read from the default model's metadata)
+    if member:  # what ListModels shows for the ensemble (read from the default model's metadata)
         changes["ensemble_val_metrics"] = ratio[ENSEMBLE]
     return store.without_none(changes)  # an undefined number is left out: a store version's metadata holds no None
 
@@ -444,7 +456,8 @@ def render(
         "## Thresholds chosen",
         "",
         f"Rule: {any_numbers['rule']}; ties go to the fewest photos flagged, then the lowest confidence threshold.",
-        "The ensemble as served keeps the default model's (DeepLabV3+) confidence limits, as the server does, and",
+        f"The ensemble as served keeps the default model's ({display_name(DEFAULT_MODEL)}) confidence limits, as the "
+        "server does, and",
         'only `min_agreement` is chosen for it (it is recorded in both models\' metadata); "ensemble (own limits)"',
         "shows what limits of its own would do (recorded for information only). Image checks: half the lowest",
         "value on the split, at least "

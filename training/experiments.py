@@ -28,6 +28,7 @@ import numpy as np
 from segserve.classes import CLASS_NAMES
 from training.formatting import display_name
 
+HEADING = "# Experiments: val metrics of training recipes, with the command of every row"
 # The training settings that make the recipe (everything but the seed and where the run writes).
 NOT_RECIPE = {"seed", "out", "threads", "no_report", "resume", "resolved_precision", "train_ids", "val_ids", "limit"}
 # The columns of a row: (history column, heading, scale, digits); scale 100 turns shares into points.
@@ -83,16 +84,19 @@ def read_run(path: Path) -> Run:
     return Run(path, config, last, int(last["epoch"]))
 
 
-def reference_row(path: Path) -> list[str]:
-    """A release's (``models/<name>.json``) recorded val metrics as table cells."""
+def reference_row(path: Path, ensemble: bool = False) -> list[str]:
+    """A release's (``models/<name>.json``) recorded val metrics as table cells; with ``ensemble``, those of the
+    ensemble it is a member of (``ensemble_val_metrics``, which ``training.calibrate --write`` records)."""
     meta = json.loads(path.read_text())
-    val = meta["val_metrics"]
+    val = meta["ensemble_val_metrics" if ensemble else "val_metrics"]
     per_class = {row["name"]: row for row in val["per_class"]}
     ious = [per_class[c]["per_image_iou"] for c in CLASS_NAMES]
     values = {f"val_per_image_iou_{c}": iou for c, iou in zip(CLASS_NAMES, ious, strict=True)}
     values |= {"val_per_image_miou": float(np.mean(ious)), "val_pixel_accuracy": val["pixel_accuracy"]}
     values |= {f"val_{k}": val[k] for k in ("ratio_mae", "grade_exact", "grade_within_one")}
     name = f"shipped {display_name(meta['architecture'])} ({path.name}: {meta.get('epochs_run')} epochs)"
+    if ensemble:
+        name = f"ensemble of the models calibrated with {display_name(meta['architecture'])} ({path.name})"
     cells = [name, "-"]
     for key, _, scale, digits in COLUMNS:
         cells.append(f"{scale * values[key]:.{digits}f}" if key in values else "-")
@@ -110,15 +114,16 @@ def describe(config: dict) -> str:
     )
 
 
-def table(runs: Sequence[Run], references: Sequence[Path] = ()) -> str:
-    """The markdown table: the references, then one row per recipe, mean ± half the range over its seeds, then
-    every command."""
+def table(runs: Sequence[Run], references: Sequence[Path] = (), ensembles: Sequence[Path] = ()) -> str:
+    """The markdown table: the references (releases, then ensembles), then one row per recipe, mean ± half the
+    range over its seeds, then every command."""
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.recipe, []).append(run)
     head = ["recipe", "seeds", *(heading for _, heading, _, _ in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(reference_row(path)) + " |" for path in references]
+    lines += ["| " + " | ".join(reference_row(path, ensemble=True)) + " |" for path in ensembles]
     commands = []
     for number, members in enumerate(groups.values(), start=1):
         members.sort(key=lambda r: r.config.get("seed", 0))
@@ -138,7 +143,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.experiments", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders of training.train")
     parser.add_argument("--reference", type=Path, action="append", default=[], help="a release's .json: a row")
-    parser.add_argument("--out", type=Path, help="write the table here too")
+    parser.add_argument(
+        "--ensemble-reference",
+        type=Path,
+        action="append",
+        default=[],
+        help="a release's .json: a row of the ensemble it was calibrated in (its ensemble_val_metrics)",
+    )
+    parser.add_argument("--out", type=Path, help="write the table here too, under a heading with this command")
     args = parser.parse_args(argv)
     runs = []
     for path in args.runs:
@@ -148,10 +160,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"skipped {path}: {exc}", file=sys.stderr)
     if not runs:
         raise SystemExit("error: no run with a validated epoch")
-    text = table(runs, args.reference)
+    text = table(runs, args.reference, args.ensemble_reference)
     print(text, end="")
     if args.out:
-        args.out.write_text(text)
+        command = shlex.join(["python", "-m", "training.experiments", *(argv if argv is not None else sys.argv[1:])])
+        args.out.write_text(f"{HEADING}\n\nWritten by `{command}`.\n\n{text}")
 
 
 if __name__ == "__main__":

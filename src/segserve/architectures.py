@@ -56,8 +56,6 @@ ARCHITECTURES: dict[str, Architecture] = {
             display_name="DeepLabV3+",
             description="DeepLabV3+ (ResNet50 encoder, output stride 16)",
             builder="segserve.models.deeplabv3plus:build_deeplabv3plus",
-            default=True,
-            in_ensemble=True,
             published={"corrosion": {"iou": 0.5666, "dice": 0.6419}, "asset": {"iou": 0.8573, "dice": 0.9155}},
         ),
         Architecture(
@@ -65,7 +63,6 @@ ARCHITECTURES: dict[str, Architecture] = {
             display_name="U-Net",
             description="U-Net (ResNet50 encoder)",
             builder="segserve.models.unet:build_unet",
-            in_ensemble=True,
             published={"corrosion": {"iou": 0.5254, "dice": 0.5900}, "asset": {"iou": 0.7007, "dice": 0.7993}},
         ),
         Architecture(
@@ -75,7 +72,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             builder="segserve.models.unet:build_unet",
             encoder="vgg16",
             builder_kwargs={"decoder_filters": (256, 128, 64, 32)},
-            shipped=False,
+            default=True,
+            in_ensemble=True,
         ),
         Architecture(
             name="deeplabv3plus-vgg16",
@@ -83,7 +81,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             description="DeepLabV3+ (VGG16 encoder, ASPP on block5_conv3 at output stride 16)",
             builder="segserve.models.deeplabv3plus:build_deeplabv3plus",
             encoder="vgg16",
-            shipped=False,
+            in_ensemble=True,
         ),
     )
 }

@@ -67,6 +67,8 @@ COLUMNS = (
     "name",
     "path",
     "status",
+    "inspection_id",
+    "asset_id",
     "sha256",
     "bytes",
     "width",
@@ -215,8 +217,9 @@ def _number(value: Any) -> str:
     return "" if value is None else repr(float(value))
 
 
-def answer_row(found: Found, sha: str, size: int, answer: Any, out_dir: Path) -> dict[str, str]:
-    """The CSV row of an answered photo (a SegmentResponse), writing its mask, overlay and thumbnail."""
+def answer_row(found: Found, sha: str, size: int, answer: Any, out_dir: Path, asset_id: str = "") -> dict[str, str]:
+    """The CSV row of an answered photo (a SegmentResponse) sent with ``asset_id``, writing its mask, overlay and
+    thumbnail."""
     mask = output_file(out_dir, MASKS, found.name, ".png")
     overlay = output_file(out_dir, OVERLAYS, found.name, ".jpg")
     for path, data in ((mask, answer.mask_png), (overlay, answer.overlay_jpeg)):
@@ -228,6 +231,8 @@ def answer_row(found: Found, sha: str, size: int, answer: Any, out_dir: Path) ->
         name=found.name,
         path=str(found.path),
         status=OK,
+        inspection_id=answer.inspection_id,
+        asset_id=asset_id,
         sha256=sha,
         bytes=str(size),
         width=str(answer.width),
@@ -368,6 +373,7 @@ class Options:
     retries: int = 8
     connect_timeout: float = 10.0
     asset_from_folder: bool = False  # each photo's asset_id: its folder, as in its name (site-a/line-7)
+    history_url: str = ""  # the server's HTTP address: the report links each asset to its trend at /ui/history
 
 
 @dataclass
@@ -474,13 +480,18 @@ class Inspection:
         version = next((m.version for m in listed.models if m.name == chosen), "")
         self.log(f"server {target}: {chosen} {version}".rstrip())
 
+    def asset_id(self, task: Task) -> str:
+        """The asset_id a photo is sent with: its folder with --asset-from-folder, else none."""
+        return posixpath.dirname(task.found.name) if self.options.asset_from_folder else ""
+
     def send(self, stub: Any, task: Task, done: queue.Queue) -> Any:
         """Start one Segment call (a future); its completion lands in ``done``."""
         from segserve.v1 import segmentation_pb2 as pb
 
         image = task.found.path.read_bytes()
-        asset_id = posixpath.dirname(task.found.name) if self.options.asset_from_folder else ""
-        request = pb.SegmentRequest(image=image, model=self.options.model, include_overlay=True, asset_id=asset_id)
+        request = pb.SegmentRequest(
+            image=image, model=self.options.model, include_overlay=True, asset_id=self.asset_id(task)
+        )
         future = stub.Segment.future(request, timeout=self.options.timeout, metadata=self.connection.metadata)
         future.add_done_callback(done.put)
         return future
@@ -505,7 +516,7 @@ class Inspection:
                 details = f"{details} (still refused after {task.attempts} retries)"
             status = REFUSED if refused else UNANSWERED
             return failure_row(task.found, status, code.name, details, task.sha, task.size), None
-        return answer_row(task.found, task.sha, task.size, answer, self.options.out), None
+        return answer_row(task.found, task.sha, task.size, answer, self.options.out, self.asset_id(task)), None
 
     def run(self, found: list[Found]) -> Outcome:
         """Send what needs sending and record everything; the CSV and report are written at the end (also after
@@ -527,7 +538,7 @@ class Inspection:
             finally:
                 self.results = None
         write_rows(out, self.rows)
-        write_report(out, self.rows, left=outcome.left)
+        write_report(out, self.rows, left=outcome.left, history_url=self.options.history_url)
         return outcome
 
     def _send_all(self, tasks: list[Task], outcome: Outcome) -> None:
@@ -621,6 +632,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send each photo's folder (site-a/line-7 for site-a/line-7/1.jpg) as its asset_id, so that the server's "
         "inspection history follows each asset",
     )
+    parser.add_argument(
+        "--history-url",
+        default=None,
+        help="the server's HTTP address, for the report's links to each asset's trend at /ui/history (default: "
+        "http://HOST:$SEGSERVE_HTTP_PORT with the host of --server; 'none': no links)",
+    )
     parser.add_argument("--tls-client-cert-file", default="", help="client certificate for mutual TLS (PEM)")
     parser.add_argument("--tls-client-key-file", default="", help="its private key (PEM)")
 
@@ -643,7 +660,19 @@ def options_from(args: argparse.Namespace) -> Options:
         retries=args.retries,
         connect_timeout=CONNECT_TIMEOUT,
         asset_from_folder=getattr(args, "asset_from_folder", False),
+        history_url=history_url(getattr(args, "history_url", None), args.server, get_settings()),
     )
+
+
+def history_url(given: str | None, server: str | None, settings: Settings) -> str:
+    """The HTTP address the report links assets to: ``given`` (``none``: no links), else the gRPC server's host on
+    the HTTP port of the settings."""
+    if given is not None:
+        return "" if given.lower() == "none" else given.rstrip("/")
+    target = server or "localhost"
+    host = target.rsplit(":", 1)[0] if ":" in target.rsplit("]", 1)[-1] else target
+    scheme = "https" if settings.tls_cert_file else "http"
+    return f"{scheme}://{host}:{settings.http_port}"
 
 
 def connection_from(args: argparse.Namespace, settings: Settings) -> Any:

@@ -4,7 +4,8 @@
 The page holds the run's summary (photos answered, failures, the review queue, photos not yet inspected), the
 distribution of the corroded share of the asset (a histogram of ten 10-point bins) and of the rust grades (a bar
 chart), then the answered photos worst first (highest corroded share), the review queue on top, each with a
-thumbnail of its overlay (embedded) linking to the full overlay beside the page, then the failures and the
+thumbnail of its overlay (embedded) linking to the full overlay beside the page and, for a photo sent with an
+asset id, a link to that asset's trend in the server's history (``/ui/history``), then the failures and the
 skipped files. Nothing is fetched from elsewhere: styles inline, images as data URIs, charts as inline SVG.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -151,8 +153,20 @@ def _thumbnail(out_dir: Path, row: dict[str, str]) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(thumb.read_bytes()).decode("ascii")
 
 
-def photo_table(table_id: str, rows: Sequence[dict[str, str]], out_dir: Path) -> str:
-    """Answered photos, one row each: the overlay, the shares, the grade, the confidence, the review."""
+def trend_link(asset_id: str, history_url: str) -> str:
+    """A photo's asset, linked to its trend in the server's history page when the server's address is known."""
+    if not asset_id:
+        return ""
+    name = html.escape(asset_id)
+    if not history_url:
+        return f'<br><small class="asset">asset {name}</small>'
+    href = html.escape(f"{history_url}/ui/history?{urllib.parse.urlencode({'asset_id': asset_id})}")
+    return f'<br><small class="asset">asset <a href="{href}">{name}: its trend</a></small>'
+
+
+def photo_table(table_id: str, rows: Sequence[dict[str, str]], out_dir: Path, history_url: str = "") -> str:
+    """Answered photos, one row each: the overlay, the shares, the grade, the confidence, the review; a photo
+    sent with an asset id links to that asset's trend at ``history_url``/ui/history."""
     head = (
         f'<table id="{table_id}"><thead><tr><th class="text">overlay</th><th class="text">photo</th>'
         "<th>corroded share of the asset</th><th>corrosion share of the image</th><th>rust grade</th>"
@@ -170,7 +184,8 @@ def photo_table(table_id: str, rows: Sequence[dict[str, str]], out_dir: Path) ->
         body.append(
             f'<tr class="photo" data-name="{name}"><td class="text">{image}</td>'
             f'<td class="text name"><a href="{link}">{name}</a><br><small>{html.escape(row["model"])} '
-            f"{html.escape(row['model_version'])}, {row['width']}x{row['height']}</small></td>"
+            f"{html.escape(row['model_version'])}, {row['width']}x{row['height']}</small>"
+            f"{trend_link(row.get('asset_id', ''), history_url)}</td>"
             f'<td class="ratio">{_pct(row["corrosion_asset_ratio"])}</td>'
             f'<td class="image-share">{_pct(row["corrosion_fraction"])}</td>'
             f'<td class="grade">{row["rust_grade"]}</td>'
@@ -200,8 +215,9 @@ def _problem_table(table_id: str, rows: Sequence[dict[str, str]], with_code: boo
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(cells)}</tbody></table>'
 
 
-def render(rows: dict[str, dict[str, str]], out_dir: Path, left: int = 0) -> str:
-    """The report page for the rows of results.csv (by name); ``left``: photos not inspected yet (interrupted)."""
+def render(rows: dict[str, dict[str, str]], out_dir: Path, left: int = 0, history_url: str = "") -> str:
+    """The report page for the rows of results.csv (by name); ``left``: photos not inspected yet (interrupted);
+    ``history_url``: the server's HTTP address, where each asset's trend is."""
     every = [rows[name] for name in sorted(rows)]
     answered = worst_first(every)
     queue = [r for r in answered if r["needs_review"] == "true"]
@@ -240,18 +256,18 @@ def render(rows: dict[str, dict[str, str]], out_dir: Path, left: int = 0) -> str
         "small, dark or blurred. An answer without the flag can still be wrong: what the flag is worth for a "
         "model (how many bad answers it caught when it was calibrated) is in GET /models' review_calibration and "
         "on the /ui page.</p>"
-        f"<h2>Review queue ({len(queue)}), worst first</h2>{photo_table('review-queue', queue, out_dir)}"
-        f"<h2>Other photos ({len(others)}), worst first</h2>{photo_table('other-photos', others, out_dir)}"
+        f"<h2>Review queue ({len(queue)}), worst first</h2>{photo_table('review-queue', queue, out_dir, history_url)}"
+        f"<h2>Other photos ({len(others)}), worst first</h2>{photo_table('other-photos', others, out_dir, history_url)}"
         f"<h2>Failures ({len(failed)})</h2>{_problem_table('failures', failed, True)}"
         f"<h2>Skipped ({len(skipped)})</h2>{_problem_table('skipped', skipped, False)}"
         "</body></html>\n"
     )
 
 
-def write_report(out_dir: Path, rows: dict[str, dict[str, str]], left: int = 0) -> Path:
+def write_report(out_dir: Path, rows: dict[str, dict[str, str]], left: int = 0, history_url: str = "") -> Path:
     """Write ``DIR/report.html`` for the rows of results.csv; returns its path."""
     path = Path(out_dir) / REPORT
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render(rows, Path(out_dir), left), encoding="utf-8")
+    tmp.write_text(render(rows, Path(out_dir), left, history_url), encoding="utf-8")
     tmp.replace(path)
     return path

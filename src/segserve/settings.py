@@ -17,7 +17,8 @@ class Settings:
     http_port: HTTP port of the BentoML server (SEGSERVE_HTTP_PORT, default 3000).
     grpc_port: port of the gRPC server started inside the service (SEGSERVE_GRPC_PORT, default 50051).
     grpc_host: address the gRPC server binds (SEGSERVE_GRPC_HOST, default 0.0.0.0).
-    default_model: model used when a request names none (SEGSERVE_DEFAULT_MODEL, default deeplabv3plus).
+    default_model: model used when a request names none (SEGSERVE_DEFAULT_MODEL, default: the architecture
+        table's default).
     models: the served models, comma separated (SEGSERVE_MODELS, default: the shipped ones).
     ensemble: the served models that ``ensemble`` averages, comma separated (SEGSERVE_ENSEMBLE, default: the
         architecture table's members when they are served, else every served model when there are two or more).

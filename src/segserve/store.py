@@ -1,8 +1,8 @@
 """Model store access: shipped release files under models/, and the BentoML model store.
 
-A release is two files per model in ``models/``: ``<name>.weights.npz`` (the weights, float16, in the
-order of ``model.weights``) and ``<name>.json`` (metadata: builder arguments, class table, input size,
-encoder weights, validation metrics, training time, dataset split). Importing a release rebuilds the
+A release is two files per model in ``models/``: ``<name>.weights.npz`` (the weights, float16 but for any array
+beyond its range, in the order of ``model.weights``) and ``<name>.json`` (metadata: builder arguments, class
+table, input size, encoder weights, validation metrics, training time, dataset split). Importing a release rebuilds the
 architecture from code, loads the weights as float32 and writes a ``model.keras`` into the BentoML store
 under ``corrosion-<name>`` with the metadata. Keras is loaded by hand (``bentoml.keras`` is deprecated
 and mishandles Keras 3 files).
@@ -334,13 +334,29 @@ def release_paths(name: str, release_dir: str | Path = DEFAULT_RELEASE_DIR) -> t
     return root / f"{name}.weights.npz", root / f"{name}.json"
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def release_array(weights: np.ndarray) -> np.ndarray:
+    """A weight array as a release stores it: float16, unless a value lies beyond float16's range (a batch
+    norm's moving variance behind an unnormalised encoder can), which stays float32 rather than become inf."""
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.size and float(np.abs(weights).max()) > FLOAT16_MAX:
+        return weights
+    return weights.astype(np.float16)
+
+
 def export_release(model, name: str, metadata: dict[str, Any], release_dir: str | Path = DEFAULT_RELEASE_DIR) -> None:
-    """Write a release: the model's weights as float16 and its metadata (which must hold ``builder_kwargs``)."""
+    """Write a release: the model's weights as float16 (see ``release_array``) and its metadata (which must hold
+    ``builder_kwargs``)."""
     weights_path, meta_path = release_paths(name, release_dir)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"w{i:04d}": np.asarray(w).astype(np.float16) for i, w in enumerate(model.get_weights())}
+    arrays = {f"w{i:04d}": release_array(w) for i, w in enumerate(model.get_weights())}
     np.savez_compressed(weights_path, **arrays)
+    kept = sum(a.dtype != np.float16 for a in arrays.values())
     meta = {"architecture": name, "classes": class_table(), "weights_dtype": "float16", **metadata}
+    if kept:
+        meta["float32_arrays"] = kept
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
