@@ -353,6 +353,29 @@ def test_stop_server_kills_a_server_that_ignores_sigterm_and_its_group(tmp_path:
     process.stdout.close()
 
 
+ESCAPER = """
+import subprocess, sys, time
+child = subprocess.Popen(["sleep", "600"], start_new_session=True)  # a worker in a session of its own
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_stop_server_kills_a_worker_that_left_the_servers_group(tmp_path: Path) -> None:
+    """A worker outside the server's process group is not reached by killpg: it is killed as a descendant."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", ESCAPER], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    child = int(process.stdout.readline())
+    server = LiveServer("http://127.0.0.1:1", "127.0.0.1:1", {}, process, tmp_path / "log")
+    assert stop_server(server, timeout=5.0) == -signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(child), "a worker in its own session outlived the server"
+    process.stdout.close()
+
+
 def test_stop_process_lets_a_well_behaved_server_exit_on_sigterm() -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", "import time; print(flush=True); time.sleep(600)"],

@@ -131,15 +131,27 @@ def wait_until_serving(server: LiveServer, timeout: float = 180.0) -> None:
 
 def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> int:
     """SIGTERM the process group of ``process`` (started with ``start_new_session=True``), wait up to ``timeout``
-    seconds for it to exit, then SIGKILL whatever is left of the group; return the exit code."""
+    seconds for it to exit, then SIGKILL whatever is left of the group and of its descendants found before the
+    SIGTERM (a worker outlives its arbiter otherwise); return the exit code."""
+    import psutil
+
+    try:
+        family = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        family = []
     if process.poll() is None:
         _signal_group(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
-        _signal_group(process.pid, signal.SIGKILL)  # the leader if it lingers, and any worker it left behind
-        process.wait()
+    _signal_group(process.pid, signal.SIGKILL)  # the leader if it lingers, and any worker it left behind
+    for child in family:
+        try:
+            child.kill()
+        except psutil.Error:  # gone already
+            pass
+    process.wait()
     return process.returncode
 
 
