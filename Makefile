@@ -52,8 +52,12 @@ models: setup ## Import the shipped models (models/) into the BentoML store if m
 serve: models ## Serve HTTP on SEGSERVE_HTTP_PORT (3000) and gRPC on SEGSERVE_GRPC_PORT (50051)
 	$(PY) -m segserve.cli serve
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (this machine's cores, at most 4), one module (or the modules
+# that share a fixture, tests/conftest.py) per worker at a time; then the tests marked serial, alone.
+TEST_WORKERS ?= $(shell python3 -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
 test: setup ## Run the whole test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not serial"
+	$(PY) -m pytest -q -m serial
 
 test-fast: setup ## Run the tests that start no server and train nothing
 	$(PY) -m pytest -q -m "not slow"

@@ -128,3 +128,42 @@ def tf_few_threads() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
+
+
+@pytest.fixture(scope="session")
+def shipped_on_val(tmp_path_factory):
+    """The shipped releases on the real val photos, each loaded, exported and run per engine once a session."""
+    from tests.shipped import ShippedCache
+
+    return ShippedCache(tmp_path_factory.mktemp("shipped_on_val"))
+
+
+# --------------------------------------------------------------------------- running the suite on several workers
+
+# `make test` runs the suite on a few pytest-xdist workers (--dist loadgroup). Each module is one unit of work,
+# so that its module fixtures (a trained run, a built bento, a server) are made once; these modules share a unit:
+SHARED_UNITS = {
+    # the shipped releases on the val photos, computed once a session (tests.shipped)
+    "test_predictor": "shipped-on-val",
+    "test_release": "shipped-on-val",
+    # they may install Debian packages (make ops-tools, postgres-tools, browser-tools): one apt-get at a time
+    "test_deploy": "system-packages",
+    "test_history": "system-packages",
+    "test_history_store": "system-packages",
+    "test_http_face": "system-packages",
+}
+# The longest units go first, so that no worker is left alone with one of them at the end.
+LONGEST_FIRST = ("shipped-on-val", "test_training", "test_finetune")
+
+
+def _unit(item: pytest.Item) -> str:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    return SHARED_UNITS.get(module, module)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put each test in its module's unit of work (xdist_group), the longest units first."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_unit(item)))
+    first = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: first.get(_unit(item), len(first)))

@@ -391,7 +391,13 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_done(scripted, tmp_path):
     for i in range(8):
         write_photo(tmp_path / "in" / f"p{i}.png", seed=i, size=(40 + i, 64))
     out = tmp_path / "out"
-    process = _segserve(str(tmp_path / "in"), "--out", str(out), "--server", target, "--concurrency", "1")
+    # Ctrl-C as at a terminal, even when the suite itself runs in the background (which ignores SIGINT, and a
+    # child inherits that)
+    process = _segserve(
+        str(tmp_path / "in"),
+        *("--out", str(out), "--server", target, "--concurrency", "1"),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
     def written() -> int:  # photos answered and recorded by the client, not only answered by the server
         try:

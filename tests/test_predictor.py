@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segserve import architectures, engines, imaging, metrics, parity, predictor, store
+from segserve import architectures, engines, metrics, parity, predictor
 from segserve.settings import Settings
-from tests.servers import ROOT, tiny_model
-
-DATA = ROOT.parent / "shared" / "datasets" / "corrosion-pipes"
+from tests.servers import tiny_model
+from tests.shipped import needs_data
 
 
 def random_probs(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -162,13 +161,6 @@ def test_a_model_that_failed_parity_never_gets_bfloat16(tiny_dir, tmp_path, monk
     assert (described["backend"], described["precision"]) == ("openvino", "bf16")
 
 
-def validation_photos() -> tuple[np.ndarray, np.ndarray]:
-    ids = (DATA / "val.txt").read_text().split()
-    images = np.stack([imaging.resize_image(imaging.read_image(str(DATA / "original" / f"ORI_{i}.png"))) for i in ids])
-    truth = np.stack([imaging.resize_mask(imaging.read_mask(str(DATA / "ground_truth" / f"GT_{i}.png"))) for i in ids])
-    return images, truth
-
-
 PRECISIONS_HERE = [
     pytest.param("f32", id="f32"),
     pytest.param(
@@ -183,32 +175,28 @@ PRECISIONS_HERE = [
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.exists(), reason=f"the dataset is not at {DATA}")
+@needs_data
 @pytest.mark.parametrize("precision", PRECISIONS_HERE)
 @pytest.mark.parametrize("name", architectures.SHIPPED)
-def test_openvino_passes_the_parity_gate_on_validation_photos(name, precision, tmp_path):
+def test_openvino_passes_the_parity_gate_on_validation_photos(name, precision, shipped_on_val):
     """Pixel agreement with ONNX Runtime float32 >= 99.5% and mean IoU within 0.5 points, on the 22 val photos."""
-    model, meta = store.load_release(name)
-    predictor.export_onnx(model, tmp_path / predictor.ONNX_FILE, 256)
-    images, truth = validation_photos()
-    result = parity.check(tmp_path, 256, images, truth, engines=[("openvino", precision)])[f"openvino:{precision}"]
+    release = shipped_on_val(name)
+    reference = release.masks(*parity.REFERENCE)
+    result = parity.compare(reference, release.masks("openvino", precision), release.truth)
     print(f"{name} openvino:{precision}: {result}")
+    assert result["images"] == 22
     assert result["agreement"] >= parity.MIN_AGREEMENT
     assert result["reference_mean_iou"] - result["mean_iou"] <= parity.MAX_MEAN_IOU_DROP
     assert result["passed"] is True
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.exists(), reason=f"the dataset is not at {DATA}")
+@needs_data
 @pytest.mark.parametrize("name", architectures.SHIPPED)
-def test_backends_agree_on_validation_photos(name, tmp_path):
+def test_backends_agree_on_validation_photos(name, shipped_on_val):
     """ONNX Runtime and TensorFlow give the same masks (>= 99.5% of pixels) and mean IoU (within 0.2 points)."""
-    model, meta = store.load_release(name)
-    onnx = predictor.Predictor(predictor.OnnxModel(predictor.export_onnx(model, tmp_path / "m.onnx", 256)))
-    images, truth = validation_photos()
-    masks = {}
-    for backend, run in (("tensorflow", predictor.Predictor(model)), ("onnxruntime", onnx)):
-        masks[backend] = np.concatenate([run.predict(images[k : k + 8]).mask for k in range(0, len(images), 8)])
+    release = shipped_on_val(name)
+    masks = {backend: release.masks(backend) for backend in ("tensorflow", "onnxruntime")}
     assert (masks["tensorflow"] == masks["onnxruntime"]).mean() >= 0.995
-    miou = {b: metrics.report(metrics.confusion_matrix(truth, m)).mean_iou for b, m in masks.items()}
+    miou = {b: metrics.report(metrics.confusion_matrix(release.truth, m)).mean_iou for b, m in masks.items()}
     assert abs(miou["tensorflow"] - miou["onnxruntime"]) <= 0.002

@@ -15,18 +15,13 @@ import httpx
 import numpy as np
 import pytest
 
-from segserve import architectures, imaging, store
+from segserve import architectures, store
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 from tests.servers import ROOT, start_server, stop_server, wait_until_serving
+from tests.shipped import DATA, needs_data, read_ids
 
-DATA = ROOT.parent / "shared" / "datasets" / "corrosion-pipes"
 NAMES = list(architectures.SHIPPED)
-needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"the dataset is not at {DATA}")
-
-
-def read_ids(name: str) -> list[str]:
-    return (DATA / f"{name}.txt").read_text().split()
 
 
 def val_pair(i: str) -> tuple[bytes, bytes]:
@@ -58,29 +53,36 @@ def test_split_recorded_in_metadata_is_the_reference_split(name):
 
 @needs_data
 @pytest.mark.parametrize("name", NAMES)
-def test_float16_weights_agree_with_float32_on_validation_pixels(name):
+def test_float16_weights_agree_with_float32_on_validation_pixels(name, shipped_on_val):
     """The float32 model's val masks were recorded at export; the float16 release must match 99.9% of pixels."""
-    model, _ = store.load_release(name)
+    release = shipped_on_val(name)
     with np.load(store.release_paths(name)[0].with_name(f"{name}.val_masks.npz")) as recorded:
         ids, reference = list(recorded["ids"]), recorded["masks"]
-    assert ids == read_ids("val")
-    images = np.stack([imaging.resize_image(imaging.read_image(str(DATA / "original" / f"ORI_{i}.png"))) for i in ids])
-    probs = np.concatenate([model.predict_on_batch(imaging.normalize(images[k : k + 4])) for k in range(0, 22, 4)])
-    agreement = (np.argmax(probs, axis=-1) == reference).mean()
+    assert ids == release.ids == read_ids("val")
+    agreement = (release.masks("tensorflow") == reference).mean()
     assert agreement >= 0.999, f"{name}: float16 masks agree on {agreement:.4%} of val pixels"
+
+
+def import_models(home: Path, **settings: str) -> list[str]:
+    """`make models` (the CLI importing models/) into the store at ``home``, twice: the first output's lines and
+    the second's (importing is idempotent). settings: SEGSERVE_* variables, e.g. which models are served."""
+    env = {**os.environ, **settings, "BENTOML_HOME": str(home), "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    cmd = [sys.executable, "-m", "segserve.cli", "import-models"]
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    return outputs
 
 
 @pytest.fixture(scope="module")
 def shipped_store(tmp_path_factory) -> Path:
-    """A BentoML store filled by `make models` (the CLI importing models/)."""
+    """A BentoML store filled by `make models` with every shipped model."""
     home = tmp_path_factory.mktemp("shipped_home")
-    env = {**os.environ, "BENTOML_HOME": str(home), "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
-    cmd = [sys.executable, "-m", "segserve.cli", "import-models"]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("imported corrosion-") == len(NAMES)
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert again.stdout.count("already in the store") == len(NAMES)  # importing is idempotent
+    first, again = import_models(home)
+    assert first.count("imported corrosion-") == len(NAMES)
+    assert again.count("already in the store") == len(NAMES)
     return home
 
 
@@ -160,14 +162,21 @@ def batch_totals(server) -> tuple[float, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the other tests' load would change the model's own time between fresh and after
 @needs_data
-def test_a_lone_request_after_a_burst_waits_for_nobody(shipped_store, tmp_path):
-    """The real models on the default engine, two entry workers: a burst is batched (batch sizes from /metrics),
+def test_a_lone_request_after_a_burst_waits_for_nobody(tmp_path):
+    """A real model on the default engine, two entry workers: a burst is batched (batch sizes from /metrics),
     and a lone request after it takes no longer in the model service than a lone request did before it (within
-    1.5 times: BentoML's own dispatcher held such a request for the mean queueing wait it had learned)."""
+    1.5 times: BentoML's own dispatcher held such a request for the mean queueing wait it had learned).
+
+    The server serves only that model (SEGSERVE_MODELS), imported from its release as `make models` does."""
     from concurrent.futures import ThreadPoolExecutor
 
-    server = start_server(shipped_store, tmp_path / "serve.log", entry_workers=2)
+    only = {"SEGSERVE_MODELS": BATCHED, "SEGSERVE_ENSEMBLE": "", "SEGSERVE_DEFAULT_MODEL": BATCHED}
+    home = tmp_path / "home"
+    first, _ = import_models(home, **only)
+    assert first.count("imported corrosion-") == 1
+    server = start_server(home, tmp_path / "serve.log", entry_workers=2, **only)
     image = (DATA / "original" / f"ORI_{read_ids('val')[0]}.png").read_bytes()
     try:
         wait_until_serving(server)
