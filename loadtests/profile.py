@@ -5,7 +5,8 @@ requests run at each concurrency, and the samples are summed by stage of the hot
 
 PID is the `bentoml serve` process (make serve's); its children are the entry worker (transports, decoding,
 answers) and the model worker (the forward pass). Idle samples (threads waiting on a socket, a lock or the
-event loop) are left out: the shares are of the time a worker spent working. Each client thread has a channel
+event loop) are left out: the shares are of the time a worker spent working, and "seconds working" says how
+much that was (samples / RATE_HZ; a worker's threads are summed). Each client thread has a channel
 of its own. The server's address, token and TLS come from its SEGSERVE_* settings; --grpc overrides the address.
 """
 
@@ -29,7 +30,7 @@ from loadtests.harness.target import Target, add_target_arguments, target_from_a
 # Stage -> substrings of frames ("function (file:line)") that mark it; the first stage that matches a sample
 # (from the innermost frame outwards) takes it.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("forward pass (ONNX Runtime / TensorFlow)", ("Session.run", "predict_on_batch")),
+    ("forward pass (the engine)", ("Session.run", "predict_on_batch")),
     ("normalisation", ("normalize (segserve/imaging",)),
     ("probabilities to ids and confidences, packing", ("from_probabilities", "pack (segserve", "unpack (segserve")),
     ("decode photo", ("decode_image", "image_size (segserve")),
@@ -42,6 +43,8 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP/gRPC transport, event loop", ("aiohttp", "h11", "starlette", "uvicorn", "grpc", "asyncio")),
     ("metrics", ("prometheus_client",)),
 )
+# Work done for the inspection history (thumbnails, database writes) goes to its own stage, whatever it calls.
+HISTORY = ("inspection history (thumbnail, database write)", ("segserve/history/",))
 IDLE = ("select (selectors", "Condition.wait", "_worker (concurrent", "Thread.run", "wait (threading", "sleep")
 
 
@@ -50,6 +53,8 @@ def stage_of(stack: str) -> str | None:
     frames = stack.split(";")
     if frames and any(k in frames[-1] for k in IDLE):
         return None
+    if any(k in frame for frame in frames for k in HISTORY[1]):
+        return HISTORY[0]
     for frame in reversed(frames):
         for stage, keys in STAGES:
             if any(k in frame for k in keys):
@@ -79,10 +84,13 @@ def load(target: Target, image: bytes, concurrency: int, seconds: float) -> list
     return outcomes
 
 
+RATE_HZ = 200  # py-spy samples a second
+
+
 def record(pid: int, out: Path, seconds: float) -> subprocess.Popen:
-    """py-spy recording ``pid`` at 200 Hz for ``seconds``, raw stacks to ``out``."""
+    """py-spy recording ``pid`` at RATE_HZ for ``seconds``, raw stacks to ``out``."""
     py_spy = str(Path(sys.executable).with_name("py-spy"))
-    cmd = [py_spy, "record", "-p", str(pid), "-f", "raw", "-r", "200", "-d", str(int(seconds)), "-o", str(out)]
+    cmd = [py_spy, "record", "-p", str(pid), "-f", "raw", "-r", str(RATE_HZ), "-d", str(int(seconds)), "-o", str(out)]
     return subprocess.Popen([*cmd, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -121,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                 counts = summarise(out)
                 total = sum(counts.values()) or 1
                 cells += [
-                    [name, stage, f"{100 * n / total:.0f}%"] for stage, n in counts.most_common() if n / total >= 0.01
+                    [name, stage, f"{100 * n / total:.0f}%", f"{n / RATE_HZ:.2f}"]
+                    for stage, n in counts.most_common()
+                    if n / total >= 0.01
                 ]
-            print(markdown_table(["worker", "stage", "share of its working samples"], cells, align="llr"))
+            header = ["worker", "stage", "share of its working samples", "seconds working"]
+            print(markdown_table(header, cells, align="llrr"))
     if failed:
         print(f"error: {failed} Segment calls failed", file=sys.stderr)
     return 1 if failed else 0

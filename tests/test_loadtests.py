@@ -666,3 +666,28 @@ def test_flop_count_of_a_small_model(tmp_path: Path) -> None:
 
     path = export_onnx(tiny_model("tiny"), tmp_path / "tiny.onnx", 32)
     assert model_flops(path, 32) == 2 * 32 * 32 * (4 * 3 * 3 * 3 + 3 * 4)
+
+
+# ------------------------------------------------------------------------------------------------ the profile
+
+
+def test_profile_stages_go_by_the_innermost_known_frame_and_history_takes_all_its_work(tmp_path):
+    from loadtests import profile
+
+    engine = "run (asyncio:1);segment (segserve/pipeline.py:90);predict_on_batch (segserve/predictor.py:121)"
+    encode = "to_thread (asyncio:2);segment_answer (segserve/pipeline.py:190);encode_png (segserve/imaging.py:241)"
+    # a JPEG encoded by the history's writer thread is the history's work, not the answer's
+    history = "run (threading:1);_write (segserve/history/writer.py:80);encode_jpeg (segserve/imaging.py:260)"
+    idle = "run (threading:1);wait (threading.py:300)"
+    assert profile.stage_of(engine) == "forward pass (the engine)"
+    assert profile.stage_of(encode) == "PNG/JPEG encoding, colours, overlay"
+    assert profile.stage_of(history) == profile.HISTORY[0]
+    assert profile.stage_of(idle) is None
+    assert profile.stage_of("main (somewhere.py:1)") == "other Python"
+    raw = tmp_path / "raw.txt"
+    raw.write_text(f"{engine} 30\n{history} 5\n{idle} 400\n{encode} 2\n")
+    assert profile.summarise(raw) == {
+        "forward pass (the engine)": 30,
+        profile.HISTORY[0]: 5,
+        "PNG/JPEG encoding, colours, overlay": 2,
+    }
