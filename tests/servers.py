@@ -4,6 +4,7 @@ the load harness's launcher (``loadtests.harness.launcher``)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "LiveServer",
     "free_port",
     "make_tiny_store",
+    "metric",
     "private_home",
     "start_server",
     "stop_server",
@@ -71,3 +73,16 @@ def start_server(
     return launcher.start_server(
         log_path, settings, bentoml_home=bentoml_home, serve_target=target, pythonpath_first=pythonpath_first
     )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}(?:{{(.*)}})? (\S+)$", line)
+        if not m:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(m.group(2))
+    return total

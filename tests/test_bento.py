@@ -20,6 +20,10 @@ from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
 from tests.servers import ROOT, start_server, stop_server, wait_until_serving
 
+# what `make bento-from-store` neither reads nor needs: the environment, the model store and weights, outputs
+NOT_SOURCES = (".git", ".venv", ".bentoml", "models", "runs", "dist", "build", "site", "*.egg-info", "__pycache__",
+               ".pytest_cache", ".ruff_cache")  # fmt: skip
+
 
 @pytest.fixture(scope="module")
 def built(tiny_store: Path, tmp_path_factory) -> tuple[Path, Path]:
@@ -27,9 +31,12 @@ def built(tiny_store: Path, tmp_path_factory) -> tuple[Path, Path]:
     copy of the tiny-model store; returns (BENTOML_HOME, bento folder)."""
     home = tmp_path_factory.mktemp("bento_home")
     shutil.copytree(tiny_store, home, dirs_exist_ok=True)
+    # A copy of the sources (mtimes kept, so `setup` stays done), so that no other process touches its dist/
+    tree = tmp_path_factory.mktemp("sources") / "segserve"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*NOT_SOURCES), symlinks=True)
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "VENV": str(Path(sys.prefix))}
     make = ["make", "bento-from-store"]
-    result = subprocess.run(make, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(make, cwd=tree, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     bentos = list((home / "bentos" / "segserve").iterdir())
     bentos = [b for b in bentos if b.is_dir()]

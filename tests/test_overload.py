@@ -18,7 +18,7 @@ import pytest
 
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
-from tests.servers import LiveServer, start_server, stop_server, wait_until_serving
+from tests.servers import LiveServer, metric, start_server, stop_server, wait_until_serving
 
 pytestmark = pytest.mark.slow
 LIMIT = 2  # requests in flight per transport
@@ -80,11 +80,23 @@ def test_excess_requests_are_refused_at_once_with_a_retry_hint(small_server):
     assert http_call(small_server, photo(64))[0] == "200"
 
 
+def wait_for_grpc_call_in_flight(server: LiveServer, timeout: float = 60.0) -> None:
+    """Until the server counts a gRPC call in flight: the call has reached it (under load, a fixed sleep can
+    signal before the call arrives, and a server that is draining rightly refuses it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+        if metric(text, "segserve_requests_in_flight", transport="grpc") >= 1:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no gRPC call in flight after {timeout} s")
+
+
 def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(small_server):
     """Runs last in this module: it stops the server."""
     with cf.ThreadPoolExecutor(2) as pool:
         in_flight = pool.submit(grpc_call, small_server, photo(2400))
-        time.sleep(0.3)  # the call is decoding or waiting for the model
+        wait_for_grpc_call_in_flight(small_server)
         os.killpg(small_server.process.pid, signal.SIGTERM)
         code, _, _ = in_flight.result(timeout=60)
     assert code == "OK"

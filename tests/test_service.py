@@ -19,6 +19,7 @@ from segserve.classes import NUM_CLASSES, PALETTE
 from segserve.metrics import corrosion_asset_ratio, rust_grade
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
+from tests.servers import metric
 
 pytestmark = pytest.mark.slow
 
@@ -113,8 +114,8 @@ def test_grpc_evaluate(stub, as_ids):
     assert predicted.shape == ids.shape
     tp = np.diag(cm)
     iou = tp / (cm.sum(0) + cm.sum(1) - tp)
-    for c, metric in enumerate(answer.per_class):
-        assert metric.iou == pytest.approx(iou[c], nan_ok=True)
+    for c, scores in enumerate(answer.per_class):
+        assert scores.iou == pytest.approx(iou[c], nan_ok=True)
 
 
 def test_grpc_list_models(stub):
@@ -301,19 +302,6 @@ def scrape(http: httpx.Client) -> str:
     r = http.get("/metrics")
     assert r.status_code == 200
     return r.text
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"^{re.escape(name)}(?:{{(.*)}})? (\S+)$", line)
-        if not m:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 def test_both_transports_share_one_batching_path(stub, http):
