@@ -34,6 +34,13 @@ class Models:
 
         self.runtime = ModelRuntime(settings)
 
+    @bentoml.on_startup
+    async def stop_after_the_entries(self) -> None:
+        """On SIGTERM, keep serving until the entries' calls in flight are done (``segserve.drain``)."""
+        from segserve.drain import defer_stop_until_drained
+
+        defer_stop_until_drained()
+
     @bentoml.api
     def describe(self) -> dict[str, Any]:
         """Version, input size, metadata and backend of each loaded model."""
