@@ -204,8 +204,9 @@ def test_a_lone_request_after_a_burst_waits_for_nobody(tmp_path):
             # the bursts were batched (a call dropped by BentoML's client session refresh is sent again: >= 96)
             assert total >= 96 and total / count > 2, (total, count)
             time.sleep(0.5)
-            after = [model_seconds() for _ in range(5)]
-        assert max(after) <= 1.5 * fresh + 0.02, (fresh, after)
+            after = [model_seconds() for _ in range(7)]
+        # medians both: an idle wait holds every lone request, a busy machine delays one now and then
+        assert sorted(after)[3] <= 1.5 * fresh + 0.02, (fresh, after)
         assert (
             httpx.post(f"{server.http_url}/segment", files={"image": ("p.png", image)}, timeout=120).status_code == 200
         )
