@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from segserve.telemetry import IN_FLIGHT
+
 logger = logging.getLogger("segserve")
 
-IN_FLIGHT = "segserve_requests_in_flight"  # segserve.telemetry's gauge of the calls the entries are serving
 POLL_SECONDS = 0.05
 LONGEST_WAIT_SECONDS = 25.0
 

@@ -13,6 +13,7 @@ from functools import lru_cache
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 1.0)
 _RATIO_BUCKETS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.16, 0.33, 0.5, 1.0)  # ASTM D610 limits
+IN_FLIGHT = "segserve_requests_in_flight"  # the gauge of calls in flight, which segserve.drain reads too
 
 
 class Telemetry:
@@ -33,7 +34,7 @@ class Telemetry:
             buckets=_LATENCY_BUCKETS,
         )
         self.in_flight = Gauge(
-            "segserve_requests_in_flight",
+            IN_FLIGHT,
             "Requests being served now, by transport.",
             ["transport"],
             multiprocess_mode="livesum",
