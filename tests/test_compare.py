@@ -31,6 +31,39 @@ def test_options_cover_each_model_and_the_ensemble_with_and_without_flip():
     assert [o.name for o in compare.options(("unet",))] == ["unet", "unet+flip"]
 
 
+def test_the_ensemble_rows_are_the_served_ensembles_members():
+    rows = compare.options(("deeplabv3plus", "unet", "unet-vgg16"), ensemble=("unet", "unet-vgg16"))
+    assert [o.name for o in rows][-2:] == ["ensemble", "ensemble+flip"]
+    assert rows[-1].models == ("unet", "unet-vgg16") and rows[-1].passes == 4
+    assert [o.name for o in compare.options(("unet", "unet-vgg16"), ensemble=("unet",))] == [
+        "unet",
+        "unet+flip",
+        "unet-vgg16",
+        "unet-vgg16+flip",
+    ]
+
+
+def test_the_ensemble_is_set_against_its_members_only():
+    def fake(option, mean_iou):
+        return {
+            "option": option,
+            "models": ["a", "b"] if option == "ensemble" else [option],
+            "label": option,
+            "mean_iou": mean_iou,
+            "per_image_mean_iou": mean_iou,
+            "photo_mean_iou": [mean_iou] * 3,
+            "photo_ratio_error": [0.1] * 3,
+            "grade_exact": 0.5,
+            "grade_within_one": 0.5,
+            "ms_per_image": 10.0,
+        }
+
+    lines = compare.differences([fake("a", 0.4), fake("b", 0.5), fake("c", 0.6), fake("ensemble", 0.55)])
+    assert len(lines) == 2
+    assert lines[0].startswith("- ensemble vs a: mean IoU +15.00")
+    assert lines[1].startswith("- ensemble vs b: mean IoU +5.00")
+
+
 def test_paired_differences():
     d = compare.paired([0.5, 0.7, 0.9, 0.4], [0.5, 0.5, 0.5, 0.5])
     assert d["mean"] == pytest.approx(0.125)  # (0 + 0.2 + 0.4 - 0.1) / 4
@@ -58,6 +91,7 @@ def split(make_dataset):
 def test_compare_measures_every_option_through_serving_path(split, tiny_models, monkeypatch, tmp_path):
     metas = {name: {"input_size": INPUT_SIZE} for name in NAMES}
     monkeypatch.setattr(compare, "load_releases", lambda release_dir, names: (tiny_models, metas))
+    monkeypatch.setattr(compare, "MEMBERS", NAMES)
     out = tmp_path / "docs" / "inference_options.md"
     argv = ["--data", str(split.root), "--split", "val", "--out", str(out)]
     rows = {r["option"]: r for r in compare.compare(compare.parse_args(argv), argv)}
@@ -97,7 +131,7 @@ def test_compare_measures_every_option_through_serving_path(split, tiny_models, 
     assert "python -m training.compare --data " in text and "--split val" in text
     for r in rows.values():
         assert f"| {r['label']} | {r['passes']} |" in text
-    assert "ensemble vs DeepLabV3+" in text
+    assert "ensemble vs DeepLabV3+" in text and "The ensemble is the served one: DeepLabV3+ and U-Net." in text
     recorded = json.loads(out.with_suffix(".json").read_text())
     assert [r["option"] for r in recorded] == list(rows)
     assert recorded[0]["ratio_mae"] == pytest.approx(rows["deeplabv3plus"]["ratio_mae"])

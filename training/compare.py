@@ -1,5 +1,5 @@
-"""Inference options on a split, side by side: each model plain, with horizontal-flip test-time augmentation,
-and the ensemble of both models (the mean of their probabilities), with what each costs in model time.
+"""Inference options on a split, side by side: each shipped model plain, with horizontal-flip test-time
+augmentation, and the served ensemble (the mean of its members' probabilities), with what each costs in model time.
 
     python -m training.compare --data ../shared/datasets/corrosion-pipes --split val
 
@@ -31,18 +31,21 @@ from segserve.errors import SegServeError
 from segserve.predictor import Prediction
 from training.compute import set_threads
 from training.data import DatasetError, Sample, load_samples
-from training.formatting import percent, plain
+from training.formatting import display_name, percent, plain
 from training.prediction import ENSEMBLE, Option, answer_masks, run_option
 from training.sources import load_releases
 
 DEFAULT_OUT = Path("docs/results/inference_options.md")
 NAMES = architectures.SHIPPED
+MEMBERS = architectures.ENSEMBLE_MEMBERS  # the served ensemble's
 
 
-def options(names: Sequence[str] = NAMES) -> list[Option]:
-    """Each model plain and with flip, then the ensemble plain and with flip."""
+def options(names: Sequence[str] = NAMES, ensemble: Sequence[str] | None = None) -> list[Option]:
+    """Each model plain and with flip, then the ensemble of ``ensemble`` (default: all of ``names``) plain and
+    with flip when it has two or more members."""
+    members = tuple(names if ensemble is None else ensemble)
     rows = [Option((n,), flip) for n in names for flip in (False, True)]
-    return rows + [Option(tuple(names), False), Option(tuple(names), True)] if len(names) > 1 else rows
+    return rows + [Option(members, False), Option(members, True)] if len(members) > 1 else rows
 
 
 def predict(
@@ -72,6 +75,7 @@ def row(option: Option, predictions: Sequence[Prediction], seconds: Sequence[flo
     rows, images = scores["per_class"], scores["images"]
     return {
         "option": option.name,
+        "models": list(option.models),
         "label": option.label,
         "passes": option.passes,
         **plain(
@@ -129,13 +133,13 @@ def table(rows: Sequence[dict]) -> str:
 
 
 def differences(rows: Sequence[dict]) -> list[str]:
-    """Each option against its plain baseline (a single model plain; the ensemble against each model plain):
+    """Each option against its plain baseline (a single model plain; the ensemble against each member plain):
     the change in mean IoU, per-image mean IoU and ratio MAE (points; negative is better), and the time factor."""
     by_name = {r["option"]: r for r in rows}
     lines = []
     for r in rows:
         base = r["option"].removesuffix("+flip")
-        baselines = [base] if base != ENSEMBLE else [n for n in NAMES if n in by_name]
+        baselines = [base] if base != ENSEMBLE else [n for n in r["models"] if n in by_name]
         if r["option"] == base and base != ENSEMBLE:
             continue
         for b in baselines:
@@ -160,6 +164,8 @@ def differences(rows: Sequence[dict]) -> list[str]:
 
 def render(rows: Sequence[dict], command: str, split: str, n_images: int) -> str:
     """docs/results/inference_options.md."""
+    members = next((r["models"] for r in rows if r["option"] == ENSEMBLE), [])
+    served = f" The ensemble is the served one: {' and '.join(display_name(m) for m in members)}." if members else ""
     lines = [
         "# Inference options: plain, horizontal-flip TTA, ensemble",
         "",
@@ -169,9 +175,10 @@ def render(rows: Sequence[dict], command: str, split: str, n_images: int) -> str
         "confusion matrix; per-image: the original project's smoothed per-image average. Ratio MAE: mean absolute",
         "error of the corroded share of the asset (corrosion_asset_ratio), in percentage points; grade: ASTM D610",
         "rust grade equal to the truth's, or within one. Model time: median over the photos of one model-service",
-        "call of the option on one photo (batch of one; the ensemble runs both models), all rows in one process,",
+        "call of the option on one photo (batch of one; the ensemble runs each of its members), all rows in one",
+        "process,",
         "the options interleaved photo by photo, on this 2-core CPU shared with other work, so compare times within",
-        "the table.",
+        f"the table.{served}",
         "",
         "```bash",
         command,
@@ -209,7 +216,7 @@ def compare(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list
     models, metas = load_releases(args.release_dir, NAMES)
     size = int(next(iter(metas.values())).get("input_size") or imaging.MODEL_INPUT_SIZE)
     samples = load_samples(args.data, args.split, size, args.seed, args.limit)
-    rows_to_run = options(list(models))
+    rows_to_run = options(list(models), [n for n in MEMBERS if n in models])
     print(f"{len(rows_to_run)} options on {len(samples)} {args.split} photos of {args.data}", flush=True)
     predictions, seconds = predict(rows_to_run, models, samples)
     rows = [row(o, predictions[o.name], seconds[o.name], samples) for o in rows_to_run]
