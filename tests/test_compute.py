@@ -93,3 +93,9 @@ def test_as_float32_rebuilds_a_bfloat16_model_with_its_weights(tf_few_threads):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(SegServeError, match="the start model is not a unet-vgg16 built with"):
         compute.as_float32("unet-vgg16", tiny_model("unet-vgg16"))
+
+
+def test_the_training_step_is_compiled_everywhere_but_on_tensorflow():
+    assert compute.compiles_step("tensorflow") is False
+    assert compute.compiles_step("jax") is True
+    assert compute.compiles_step("torch") is True

@@ -1,4 +1,5 @@
-"""How TensorFlow computes training's work: its threads, and the precision (float32 or mixed bfloat16).
+"""How training's work is computed: TensorFlow's threads, the precision (float32 or mixed bfloat16), and whether
+the training step is compiled with XLA.
 
 Models are built and evaluated in float32 whatever the training precision: :func:`float32_policy` and
 :func:`as_float32` give the model the server loads and runs.
@@ -29,6 +30,16 @@ def set_threads(threads: int) -> None:
     if tf.config.threading.get_intra_op_parallelism_threads() != threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def compiles_step(backend: str) -> bool:
+    """Whether to compile the training step with XLA on Keras' ``backend``.
+
+    Not on TensorFlow (the backend on these CPUs): XLA is slower there and fails to compile with bfloat16. On JAX
+    (for example a GPU machine without TensorFlow) it is what makes a step fast: uncompiled, JAX runs the step
+    op by op.
+    """
+    return backend != "tensorflow"
 
 
 def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:

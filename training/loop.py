@@ -4,7 +4,7 @@ model with fine-tuning defaults.
 
 A run folder (default runs/<model>/) holds checkpoints/last.keras (every epoch, with optimizer state),
 best.keras (the best validated epoch), state.json, history.csv, config.json, and at the end the full report
-(``training.report``). XLA stays off: on this CPU it is slower and fails with bfloat16.
+(``training.report``). XLA stays off on TensorFlow (``training.compute.compiles_step``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from segserve import architectures, imaging, metrics
 from segserve.errors import SegServeError
 from training.augment import augment
-from training.compute import PRECISIONS, resolve_precision, set_threads
+from training.compute import PRECISIONS, compiles_step, resolve_precision, set_threads
 from training.data import find_pairs, load_arrays, split_pairs
 from training.metadata import read_recipe
 from training.prediction import predict_masks
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace, start: LoadedModel | None = None) -> Path:
             optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=args.weight_decay),
             loss=losses.LOSSES[args.loss],
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=False,
+            jit_compile=compiles_step(keras.backend.backend()),
         )
         for stale in (out / "history.csv", state_path):
             stale.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ state.json, history.csv, config.json, and at the end the full report (see traini
 Run again with --resume to continue an interrupted run where its last checkpoint left it.
 --init-from starts from a trained model's weights instead of a new one (training.finetune wraps it with
 fine-tuning defaults, the comparison with the start model and the import); --precision mixed_bfloat16 trains
-under Keras' mixed precision (XLA stays off: on this CPU it is slower and fails with bfloat16).
+under Keras' mixed precision (XLA stays off on TensorFlow: on this CPU it is slower and fails with bfloat16).
 """
 
 from __future__ import annotations
