@@ -54,7 +54,7 @@ def test_every_field_is_documented():
         ("SEGSERVE_GRPC_HOST", "127.0.0.1", "grpc_host", "127.0.0.1"),
         ("SEGSERVE_DEFAULT_MODEL", "unet", "default_model", "unet"),
         ("SEGSERVE_MAX_IMAGE_BYTES", "1024", "max_image_bytes", 1024),
-        ("SEGSERVE_MAX_BATCH_SIZE", "1", "max_batch_size", 1),
+        ("SEGSERVE_MAX_BATCH_SIZE", "2", "max_batch_size", 2),
         ("SEGSERVE_GRPC_GRACE_SECONDS", "0.5", "grpc_grace_seconds", 0.5),
         ("SEGSERVE_GRPC_GRACE_SECONDS", "2", "grpc_grace_seconds", 2.0),
         ("SEGSERVE_HISTORY", "off", "history", False),
@@ -81,6 +81,8 @@ def test_env_override(clean_env, variable, raw, field, expected):
     [
         ("SEGSERVE_HTTP_PORT", "abc"),
         ("SEGSERVE_MAX_BATCH_SIZE", "3.5"),
+        ("SEGSERVE_MAX_BATCH_SIZE", "1"),
+        ("SEGSERVE_MAX_BATCH_SIZE", "0"),
         ("SEGSERVE_MAX_IMAGE_PIXELS", ""),
         ("SEGSERVE_GRPC_GRACE_SECONDS", "soon"),
     ],

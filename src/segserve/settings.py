@@ -25,7 +25,7 @@ class Settings:
     max_image_bytes: largest accepted encoded image (SEGSERVE_MAX_IMAGE_BYTES, default 32 MiB).
     max_image_pixels: largest accepted width*height (SEGSERVE_MAX_IMAGE_PIXELS, default 40 megapixels).
     grpc_max_message_bytes: gRPC send/receive limit (SEGSERVE_GRPC_MAX_MESSAGE_BYTES, default 64 MiB).
-    max_batch_size: adaptive batching's largest batch (SEGSERVE_MAX_BATCH_SIZE, default 8).
+    max_batch_size: adaptive batching's largest batch (SEGSERVE_MAX_BATCH_SIZE, default 8; 2 or more).
     max_latency_ms: adaptive batching's latency bound (SEGSERVE_MAX_LATENCY_MS, default 10000).
     max_concurrent_requests: requests in flight per transport before RESOURCE_EXHAUSTED / 429
         (SEGSERVE_MAX_CONCURRENT_REQUESTS, default 16: two full batches per transport, so that excess load is
@@ -133,6 +133,11 @@ class Settings:
         if self.default_model not in (*self.model_names, *ensemble):
             raise ValueError(
                 f"SEGSERVE_DEFAULT_MODEL={self.default_model!r} is not served; SEGSERVE_MODELS is {self.models!r}"
+            )
+        if self.max_batch_size < 2:
+            raise ValueError(
+                f"SEGSERVE_MAX_BATCH_SIZE={self.max_batch_size} must be 2 or more (BentoML's adaptive batching takes "
+                "no less)"
             )
         if self.entry_workers < 1 or self.model_workers < 1:
             raise ValueError("SEGSERVE_ENTRY_WORKERS and SEGSERVE_MODEL_WORKERS must be at least 1")
