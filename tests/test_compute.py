@@ -99,3 +99,16 @@ def test_the_training_step_is_compiled_everywhere_but_on_tensorflow():
     assert compute.compiles_step("tensorflow") is False
     assert compute.compiles_step("jax") is True
     assert compute.compiles_step("torch") is True
+
+
+def test_a_resumed_checkpoint_compiles_as_this_backend_does(tf_few_threads, tmp_path):
+    import keras
+
+    from tests.servers import tiny_model
+    from training.loop import load_checkpoint
+
+    model = tiny_model("unet")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=True)  # as JAX would save it
+    model.save(tmp_path / "last.keras")
+    assert keras.saving.load_model(tmp_path / "last.keras").jit_compile is True
+    assert load_checkpoint(tmp_path / "last.keras").jit_compile is False  # TensorFlow here: XLA stays off

@@ -140,6 +140,16 @@ def make_batches(
     return AugmentedBatches()
 
 
+def load_checkpoint(path: Path) -> Any:
+    """A checkpoint with its optimizer state, set to compile its step as this backend should
+    (``compiles_step``), whatever the backend that saved it recorded."""
+    import keras
+
+    model = keras.saving.load_model(path)
+    model.jit_compile = compiles_step(keras.backend.backend())
+    return model
+
+
 def split_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """Standard (confusion matrix over the split) and per-image metrics, ratio MAE and rust-grade agreement,
     as a flat dict for logs (``segserve.metrics.table``'s numbers)."""
@@ -199,7 +209,7 @@ def run(args: argparse.Namespace, start: LoadedModel | None = None) -> Path:
         start = load_start(args.model, args.init_from)
     if args.resume and (ckpt_dir / "last.keras").exists():
         state = json.loads(state_path.read_text())
-        model = keras.saving.load_model(ckpt_dir / "last.keras")
+        model = load_checkpoint(ckpt_dir / "last.keras")
         print(f"resuming after epoch {state['epoch']} (best val mIoU {state['best_miou']:.4f})", flush=True)
     else:
         if args.resume:
