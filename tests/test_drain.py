@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -66,30 +65,45 @@ def test_no_multiprocess_directory_means_nothing_in_flight(monkeypatch):
     assert entry_calls_in_flight() == 0
 
 
+# A server process's stop, deferred: its own handler of SIGUSR1 stands for the server's stop. It runs in a process
+# of its own, so that no signal reaches the test runner's.
+DEFERRED_STOP = """
+import signal, sys, threading
+from segserve.drain import defer_stop_until_drained
+grace, drains = float(sys.argv[1]), sys.argv[2] == "drains"
+stopped = threading.Event()
+signal.signal(signal.SIGUSR1, lambda sig, frame: stopped.set())  # the server's own handler
+in_flight = [1]
+assert defer_stop_until_drained(grace, lambda: in_flight[0], signal.SIGUSR1)
+signal.raise_signal(signal.SIGUSR1)
+print("stopped with a call in flight:", stopped.wait(0.3), flush=True)
+if drains:
+    in_flight[0] = 0
+print("stopped:", stopped.wait(5), flush=True)
+"""
+
+
+def deferred_stop(grace: float, drains: bool) -> list[str]:
+    result = subprocess.run([sys.executable, "-c", DEFERRED_STOP, str(grace), "drains" if drains else "stays"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()
+
+
+def test_the_signal_stops_the_server_only_once_drained():
+    # a call is in flight: the server keeps serving, and stops once it is done
+    assert deferred_stop(5.0, drains=True) == ["stopped with a call in flight: False", "stopped: True"]
+
+
+def test_the_signal_stops_the_server_after_the_grace_period():
+    assert deferred_stop(0.1, drains=False)[-1] == "stopped: True"
+
+
 @pytest.fixture
 def sigusr1_handler():
     before = signal.getsignal(signal.SIGUSR1)
     yield
     signal.signal(signal.SIGUSR1, before)
-
-
-def test_the_signal_stops_the_server_only_once_drained(sigusr1_handler):
-    stopped = threading.Event()
-    signal.signal(signal.SIGUSR1, lambda sig, frame: stopped.set())  # the server's own handler
-    in_flight = [1]
-    assert defer_stop_until_drained(5.0, lambda: in_flight[0], signal.SIGUSR1)
-    signal.raise_signal(signal.SIGUSR1)
-    assert not stopped.wait(0.3)  # a call is in flight: the server keeps serving
-    in_flight[0] = 0
-    assert stopped.wait(5)
-
-
-def test_the_signal_stops_the_server_after_the_grace_period(sigusr1_handler):
-    stopped = threading.Event()
-    signal.signal(signal.SIGUSR1, lambda sig, frame: stopped.set())
-    assert defer_stop_until_drained(0.2, lambda: 1, signal.SIGUSR1)
-    signal.raise_signal(signal.SIGUSR1)
-    assert stopped.wait(5)
 
 
 def test_a_default_handler_is_left_alone(sigusr1_handler):
