@@ -372,10 +372,17 @@ def test_an_unreachable_server_is_named(tmp_path, capsys, monkeypatch):
     assert "no segserve server answers at 127.0.0.1:1" in capsys.readouterr().err
 
 
+# Ctrl-C raises KeyboardInterrupt as at a terminal, even when the suite runs in the background (which ignores
+# SIGINT, and a child inherits that). Set by the child itself: a preexec_fn would run Python in a fork of this
+# process, whose gRPC threads it does not have (gRPC's fork handlers then break the child).
+AT_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+SEGSERVE = AT_A_TERMINAL + "import sys\nfrom segserve.cli import main\nmain(sys.argv[1:])"
+
+
 def _segserve(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     full = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "segserve.cli", "inspect", *args],
+        [sys.executable, "-c", SEGSERVE, "inspect", *args],
         cwd=ROOT,
         env=full,
         stdout=subprocess.PIPE,
@@ -385,19 +392,49 @@ def _segserve(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen
     )
 
 
+CTRL_C_FLAG = (
+    AT_A_TERMINAL
+    + """
+import os, signal, sys
+from segserve.inspection import ctrl_c_flag
+
+with ctrl_c_flag() as interrupted:
+    os.kill(os.getpid(), signal.SIGINT)  # the first sets the flag; the code it interrupts goes on
+    print("flag", interrupted.is_set(), flush=True)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        print("no raise")
+    except KeyboardInterrupt:
+        print("second raises", flush=True)
+print("restored", signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored SIGINT (a run in the background) stays ignored
+with ctrl_c_flag() as interrupted:
+    os.kill(os.getpid(), signal.SIGINT)
+print("ignored", interrupted.is_set(), signal.getsignal(signal.SIGINT) is signal.SIG_IGN, flush=True)
+"""
+)
+
+
+def test_ctrl_c_sets_a_flag_and_a_second_one_raises():
+    """In its own process: a signal raised in the test runner's would reach the runner."""
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_FLAG],
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:4] == ["flag True", "second raises", "restored True", "ignored False True"]
+
+
 def test_ctrl_c_stops_cleanly_and_keeps_what_is_done(scripted, tmp_path):
     servicer, target = scripted
     servicer.delay = 0.4
     for i in range(8):
         write_photo(tmp_path / "in" / f"p{i}.png", seed=i, size=(40 + i, 64))
     out = tmp_path / "out"
-    # Ctrl-C as at a terminal, even when the suite itself runs in the background (which ignores SIGINT, and a
-    # child inherits that)
-    process = _segserve(
-        str(tmp_path / "in"),
-        *("--out", str(out), "--server", target, "--concurrency", "1"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process = _segserve(str(tmp_path / "in"), *("--out", str(out), "--server", target, "--concurrency", "1"))
 
     def written() -> int:  # photos answered and recorded by the client, not only answered by the server
         try:

@@ -189,6 +189,14 @@ def test_a_failing_model_service_is_a_retryable_model_failure():
     assert caught.value.retry_after == 1.0
 
 
+def test_a_model_failure_without_a_message_is_named():
+    async def predict(name, batch):
+        raise TimeoutError()
+
+    with pytest.raises(ModelFailed, match="unet did not answer: TimeoutError; retry shortly"):
+        segment(predict, "unet")
+
+
 @pytest.mark.parametrize(
     ("truth", "message"),
     [

@@ -28,6 +28,12 @@ def test_a_dropped_connection_is_sent_again():
     assert len(calls) == 3
 
 
+def test_an_answer_cut_short_is_sent_again():
+    call, calls = flaky([aiohttp.ClientPayloadError("Response payload is not completed")])
+    assert asyncio.run(call_model(call)) == "probabilities"
+    assert len(calls) == 2
+
+
 def test_retries_stop_after_the_last_attempt():
     call, calls = flaky([aiohttp.ServerDisconnectedError()] * 3)
     with pytest.raises(aiohttp.ServerDisconnectedError):

@@ -38,9 +38,12 @@ import os
 import posixpath
 import queue
 import random
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -276,6 +279,30 @@ def failure_row(
 
 
 # ------------------------------------------------------------------------------------------------ progress
+
+
+@contextmanager
+def ctrl_c_flag() -> Iterator[threading.Event]:
+    """Within the block, Ctrl-C (SIGINT) sets the event it yields instead of raising KeyboardInterrupt
+    wherever the main thread happens to be (inside gRPC's own locks, say); a second Ctrl-C raises at once.
+    Where Python's own handler is not in place (SIGINT ignored, or not the main thread) nothing changes."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield interrupted
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    signal.signal(signal.SIGINT, handle)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Progress:
@@ -553,53 +580,65 @@ class Inspection:
             done: queue.Queue = queue.Queue()
             waiting = list(tasks)
             heapq.heapify(waiting)
-            paused_until = 0.0
             progress = Progress(len(tasks))
-            while waiting or inflight:
-                now = time.monotonic()
-                while (
-                    waiting
-                    and len(inflight) < self.options.concurrency
-                    and waiting[0].ready <= now
-                    and paused_until <= now
-                ):
-                    task = heapq.heappop(waiting)
-                    try:
-                        inflight[self.send(stub, task, done)] = task
-                    except OSError as exc:
-                        self.record(failure_row(task.found, UNANSWERED, "UNREADABLE", str(exc), task.sha, task.size))
-                        outcome.unanswered += 1
-                        progress.advance(f"{task.found.name}: cannot be read: {exc}")
-                timeout = 1.0  # wait for a call to finish, or for the next photo that may be sent
-                if waiting and len(inflight) < self.options.concurrency:
-                    timeout = max(0.01, min(timeout, max(waiting[0].ready, paused_until) - now))
-                try:
-                    future = done.get(timeout=timeout)
-                except queue.Empty:
-                    continue
-                task = inflight.pop(future)
-                row, wait = self.settle(task, future)
-                if row is None:
-                    task.attempts += 1
-                    task.ready = time.monotonic() + (wait or 0.0)
-                    paused_until = max(paused_until, task.ready)  # the server asked for a pause: send nothing
-                    heapq.heappush(waiting, task)
-                    continue
-                self.record(row)
-                note = ""
-                if row["status"] == OK:
-                    outcome.inspected += 1
-                else:
-                    outcome.refused += row["status"] == REFUSED
-                    outcome.unanswered += row["status"] == UNANSWERED
-                    note = f"{task.found.name}: {row['status']}: {row['error_code']} {row['error']}".rstrip()
-                progress.advance(note)
+            with ctrl_c_flag() as interrupted:
+                self._loop(stub, waiting, inflight, done, progress, outcome, interrupted)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
         finally:
             for future in inflight:
                 future.cancel()
             if progress is not None:
                 progress.close()
             channel.close()
+
+    def _loop(
+        self,
+        stub: Any,
+        waiting: list[Task],
+        inflight: dict[Any, Task],
+        done: queue.Queue,
+        progress: Progress,
+        outcome: Outcome,
+        interrupted: threading.Event,
+    ) -> None:
+        paused_until = 0.0
+        while (waiting or inflight) and not interrupted.is_set():
+            now = time.monotonic()
+            while (
+                waiting and len(inflight) < self.options.concurrency and waiting[0].ready <= now and paused_until <= now
+            ):
+                task = heapq.heappop(waiting)
+                try:
+                    inflight[self.send(stub, task, done)] = task
+                except OSError as exc:
+                    self.record(failure_row(task.found, UNANSWERED, "UNREADABLE", str(exc), task.sha, task.size))
+                    outcome.unanswered += 1
+                    progress.advance(f"{task.found.name}: cannot be read: {exc}")
+            timeout = 1.0  # wait for a call to finish, or for the next photo that may be sent
+            if waiting and len(inflight) < self.options.concurrency:
+                timeout = max(0.01, min(timeout, max(waiting[0].ready, paused_until) - now))
+            try:
+                future = done.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            task = inflight.pop(future)
+            row, wait = self.settle(task, future)
+            if row is None:
+                task.attempts += 1
+                task.ready = time.monotonic() + (wait or 0.0)
+                paused_until = max(paused_until, task.ready)  # the server asked for a pause: send nothing
+                heapq.heappush(waiting, task)
+                continue
+            self.record(row)
+            note = ""
+            if row["status"] == OK:
+                outcome.inspected += 1
+            else:
+                outcome.refused += row["status"] == REFUSED
+                outcome.unanswered += row["status"] == UNANSWERED
+                note = f"{task.found.name}: {row['status']}: {row['error_code']} {row['error']}".rstrip()
+            progress.advance(note)
 
 
 # ------------------------------------------------------------------------------------------ the command line

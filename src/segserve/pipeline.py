@@ -123,7 +123,8 @@ class Pipeline:
         try:
             packed = await self._predict(name, prepared.model_input[None])
         except Exception as exc:  # the model service's failure, never the caller's: retryable
-            raise ModelFailed(f"model {name} did not answer: {exc}; retry shortly", retry_after=1.0) from exc
+            reason = str(exc) or type(exc).__name__  # some errors have no message: name them
+            raise ModelFailed(f"model {name} did not answer: {reason}; retry shortly", retry_after=1.0) from exc
         return unpack(packed), time.perf_counter() - started
 
 

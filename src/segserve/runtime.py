@@ -96,9 +96,10 @@ class ModelRuntime:
 
 # BentoML 1.4's service-to-service client replaces its aiohttp session every 100 requests and closes the
 # old one under requests still using it (bentoml issues 5540, 5544): those calls fail with a dropped
-# connection. Inference is idempotent, so such a call is sent again.
+# connection, or with an answer cut short while it was read (any aiohttp.ClientError). Inference is
+# idempotent, so such a call is sent again.
 MODEL_CALL_ATTEMPTS = 3
-_RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError, RuntimeError)
+_RETRYABLE = (aiohttp.ClientError, ConnectionError, RuntimeError)
 
 
 async def call_model(call: Callable[[], Awaitable[Any]], attempts: int = MODEL_CALL_ATTEMPTS) -> Any:
