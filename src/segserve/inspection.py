@@ -570,27 +570,28 @@ class Inspection:
 
     def _send_all(self, tasks: list[Task], outcome: Outcome) -> None:
         channel = self.connection.channel()
-        inflight: dict[Any, Task] = {}
-        progress: Progress | None = None
         try:
             self.check_server(channel)
-            from segserve.v1 import segmentation_pb2_grpc as pb_grpc
-
-            stub = pb_grpc.SegmentationServiceStub(channel)
-            done: queue.Queue = queue.Queue()
-            waiting = list(tasks)
-            heapq.heapify(waiting)
-            progress = Progress(len(tasks))
-            with ctrl_c_flag() as interrupted:
-                self._loop(stub, waiting, inflight, done, progress, outcome, interrupted)
-            if interrupted.is_set():
-                raise KeyboardInterrupt
-        finally:
-            for future in inflight:
-                future.cancel()
-            if progress is not None:
-                progress.close()
+        except BaseException:
             channel.close()
+            raise
+        from segserve.v1 import segmentation_pb2_grpc as pb_grpc
+
+        stub = pb_grpc.SegmentationServiceStub(channel)
+        inflight: dict[Any, Task] = {}
+        waiting = list(tasks)
+        heapq.heapify(waiting)
+        with ctrl_c_flag() as interrupted:  # also over the clean-up, which calls into gRPC
+            progress = Progress(len(tasks))
+            try:
+                self._loop(stub, waiting, inflight, queue.Queue(), progress, outcome, interrupted)
+            finally:
+                for future in inflight:
+                    future.cancel()
+                progress.close()
+                channel.close()
+        if interrupted.is_set():
+            raise KeyboardInterrupt
 
     def _loop(
         self,
