@@ -17,7 +17,7 @@ import numpy as np
 
 from segserve import dispatch
 from segserve.architectures import ENSEMBLE, NAMES, method_name
-from segserve.http_api import MetricsGuard, build_app
+from segserve.http_api import ErrorAnswer, MetricsGuard, build_app
 from segserve.openapi import OpenApiDescriber
 from segserve.settings import get_settings
 
@@ -94,6 +94,11 @@ class SegServe:
     async def stop_grpc(self) -> None:
         await self.entry.stop()
 
+    async def __is_ready__(self) -> bool:
+        """/readyz: 503 until the model service has described its models (when gRPC health says SERVING)."""
+        return self.entry.edge.catalog.ready
 
+
+SegServe.add_asgi_middleware(ErrorAnswer)  # the outermost of ours: an escaped exception is answered at once
 SegServe.add_asgi_middleware(MetricsGuard, edge_of=_current_edge)
 SegServe.add_asgi_middleware(OpenApiDescriber)

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 
 from segserve.auth import TokenAuth
 from segserve.edge import Edge
-from segserve.http_api import MetricsGuard, build_app
+from segserve.http_api import ErrorAnswer, MetricsGuard, build_app
 from segserve.predictor import from_probabilities, pack
 from segserve.settings import Settings
 from tests.two_models import two_model_settings
@@ -178,3 +178,41 @@ async def test_a_starting_service_answers_503():
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+def failing_app(started: bool) -> ASGIApp:
+    """Routes that raise (BentoML's /readyz when its check of the model service times out, a bug elsewhere);
+    with ``started`` they raise after the answer began."""
+
+    async def app(scope, receive, send):
+        if started:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise TimeoutError()
+
+    return app
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "status", "code", "message"),
+    [
+        ("/readyz", 503, "NotReady", "not ready: the readiness check failed (TimeoutError)"),
+        ("/segment", 500, "Internal", "internal error (request id "),
+    ],
+)
+async def test_an_escaped_exception_is_answered_at_once(path, status, code, message, caplog):
+    transport = httpx.ASGITransport(app=ErrorAnswer(failing_app(started=False)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with caplog.at_level(logging.WARNING, logger="segserve"):
+            r = await http.get(path)
+    assert r.status_code == status
+    assert r.json()["code"] == code and r.json()["error"].startswith(message)
+    assert "TimeoutError" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_an_exception_after_the_answer_began_is_not_answered_twice():
+    transport = httpx.ASGITransport(app=ErrorAnswer(failing_app(started=True)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        with pytest.raises(TimeoutError):
+            await http.get("/segment")

@@ -5,14 +5,17 @@
 /ui and /ui/history pages and /docs. Each route only reads its request, calls the
 edge and writes the answer or the error. ``MetricsGuard`` keeps /metrics behind a token when
 ``SEGSERVE_METRICS_PUBLIC`` is false; ``OpenApiDescriber`` (segserve.openapi) describes the routes at
-/docs.json. Probes (/livez, /readyz) are BentoML's and stay open.
+/docs.json. ``ErrorAnswer`` answers an exception that escapes a route (BentoML's own probes included) at once,
+as JSON. Probes (/livez, /readyz) are BentoML's and stay open.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -27,8 +30,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from segserve.edge import Edge
-from segserve.errors import InvalidInput, NotReady, SegServeError, status_of
+from segserve.errors import Internal, InvalidInput, NotReady, SegServeError, status_of
 
+logger = logging.getLogger("segserve")
 TRANSPORT = "http"
 # Form fields read as text: anything longer is not a model name, a flag, an asset id or labels (32 of at most
 # 64 + 256 characters, as JSON).
@@ -251,6 +255,43 @@ def build_app(edge_of: Callable[[], Edge | None]) -> Starlette:
             Route("/docs", docs, methods=["GET"]),
         ]
     )
+
+
+class ErrorAnswer:
+    """ASGI middleware: an exception that escapes the app before it answered gets an answer now: on /readyz
+    503 (not ready: the check itself failed), elsewhere 500 with a request id, the stack trace in the log.
+
+    BentoML's request timeout (``traffic.timeout``) sits outside this middleware and waits for the app's first
+    message, not for the app: without an answer here, such a request would hang until that timeout."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:
+                raise
+            request_id = uuid.uuid4().hex[:16]
+            path = scope.get("path", "")
+            if path == "/readyz":
+                logger.warning("request %s: /readyz failed (%s: %s): not ready", request_id, type(exc).__name__, exc)
+                error: SegServeError = NotReady(f"not ready: the readiness check failed ({type(exc).__name__})")
+            else:
+                logger.exception("request %s: %s %s failed inside the server", request_id, scope.get("method"), path)
+                error = Internal(f"internal error (request id {request_id}); the server logged it")
+            await error_response(error)(scope, receive, send)
 
 
 class MetricsGuard:
