@@ -286,7 +286,7 @@ class ErrorAnswer:
             request_id = uuid.uuid4().hex[:16]
             path = scope.get("path", "")
             if path == "/readyz":
-                logger.warning("request %s: /readyz failed (%s: %s): not ready", request_id, type(exc).__name__, exc)
+                logger.warning("request %s: /readyz failed (%r): not ready", request_id, exc)
                 error: SegServeError = NotReady(f"not ready: the readiness check failed ({type(exc).__name__})")
             else:
                 logger.exception("request %s: %s %s failed inside the server", request_id, scope.get("method"), path)
