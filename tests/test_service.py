@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures as cf
 import re
+import time
 
 import cv2
 import grpc
@@ -19,7 +20,7 @@ from segserve.classes import NUM_CLASSES, PALETTE
 from segserve.metrics import corrosion_asset_ratio, rust_grade
 from segserve.v1 import segmentation_pb2 as pb
 from segserve.v1 import segmentation_pb2_grpc as pb_grpc
-from tests.servers import metric
+from tests.servers import metric, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -391,3 +392,41 @@ def test_metrics_exposition(stub, http):
         text,
     )
     assert {m for m, _ in versions} == set(SHIPPED)
+
+
+def test_readyz_answers_at_once_while_the_server_starts(tiny_store, tmp_path):
+    """/readyz answers 503 at once until the models are served, then 200, with gRPC health SERVING; it never
+    waits out BentoML's request timeout."""
+    slow = tmp_path / "slow"  # the model worker starts 12 s late, as one loading large models does
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text('import sys, time\nif "segserve-models" in sys.argv:\n    time.sleep(12)\n')
+    server = start_server(tiny_store, tmp_path / "serve.log", pythonpath_first=slow)
+    answers: list[tuple[int, float]] = []
+    try:
+        deadline = time.monotonic() + 180
+        with httpx.Client(base_url=server.http_url, timeout=30) as http:
+            while time.monotonic() < deadline and not (answers and answers[-1][0] == 200):
+                assert server.process.poll() is None, server.log()[-4000:]
+                started = time.monotonic()
+                try:
+                    status = http.get("/readyz").status_code
+                except httpx.ConnectError:  # not listening yet
+                    time.sleep(0.2)
+                    continue
+                answers.append((status, time.monotonic() - started))
+                time.sleep(0.2)
+        assert answers and answers[-1][0] == 200, answers
+        assert {status for status, _ in answers} <= {200, 503}, answers
+        # BentoML's own check of the model service gives up after 5 s; nothing waits longer
+        assert max(seconds for _, seconds in answers) < 7, answers
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            until = time.monotonic() + 10
+            while (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                != health_pb2.HealthCheckResponse.SERVING
+            ):
+                assert time.monotonic() < until, "gRPC health not SERVING after /readyz said ready"
+                time.sleep(0.1)
+    finally:
+        stop_server(server)
