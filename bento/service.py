@@ -60,7 +60,13 @@ def _batch_api(name: str):
 
 for _name in (*NAMES, ENSEMBLE):
     setattr(Models, method_name(_name), _batch_api(_name))
-Models = bentoml.service(name="segserve-models", workers=settings.model_workers, traffic={"timeout": 300})(Models)
+# The entries' client of Models never replaces its connection pool: BentoML 1.4 replaces it every 100 requests
+# (runner_connection's default) and closes the old one under calls still using it, which then fail, or hang
+# until traffic.timeout (bentoml issues 5540, 5544). Over a local socket nothing goes stale.
+NEVER = {"max_requests": 2**31 - 1, "max_age": 1e9}
+Models = bentoml.service(
+    name="segserve-models", workers=settings.model_workers, traffic={"timeout": 300}, runner_connection=NEVER
+)(Models)
 
 
 def _current_edge():

@@ -94,10 +94,10 @@ class ModelRuntime:
         return packed
 
 
-# BentoML 1.4's service-to-service client replaces its aiohttp session every 100 requests and closes the
-# old one under requests still using it (bentoml issues 5540, 5544): those calls fail with a dropped
-# connection, or with an answer cut short while it was read (any aiohttp.ClientError). Inference is
-# idempotent, so such a call is sent again.
+# A call to the model service can fail with a dropped connection, or an answer cut short while it was read (any
+# aiohttp.ClientError): a model worker restarting, or BentoML 1.4's client closing its session under calls
+# still using it (bentoml issues 5540, 5544; bento/service.py turns its periodic replacement off). Inference
+# is idempotent, so such a call is sent again.
 MODEL_CALL_ATTEMPTS = 3
 _RETRYABLE = (aiohttp.ClientError, ConnectionError, RuntimeError)
 
