@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,7 +21,16 @@ from segserve import imaging
 from segserve.admission import Admission
 from segserve.auth import TokenAuth
 from segserve.catalog import Catalog
-from segserve.errors import OK, DeadlineExceeded, Internal, NotReady, SegServeError, Status, status_of
+from segserve.errors import (
+    OK,
+    DeadlineExceeded,
+    Internal,
+    NotReady,
+    SegServeError,
+    Status,
+    new_request_id,
+    status_of,
+)
 from segserve.history import History, Query, check_tags
 from segserve.pipeline import REVIEW_REASON_PREFIX, Pipeline, PredictFn, ServedModel
 from segserve.settings import Settings
@@ -229,10 +237,10 @@ class Edge:
             status = None
             raise
         except Exception as exc:
-            request_id = uuid.uuid4().hex[:16]
+            request_id = new_request_id()
             logger.exception("request %s: %s %s failed inside the server", request_id, transport, method)
             status = status_of(Internal(""))
-            raise Internal(f"internal error (request id {request_id}); the server logged it") from exc
+            raise Internal.logged_as(request_id) from exc
         finally:
             code = (
                 CANCELLED[transport] if status is None else (status.grpc if transport == "grpc" else str(status.http))

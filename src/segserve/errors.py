@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 # The trailing metadata in which the gRPC server says when a retry may succeed (gRPC's retry pushback), in ms.
@@ -62,6 +63,16 @@ class DeadlineExceeded(SegServeError):
 
 class Internal(SegServeError):
     """A failure inside the server (a bug): the caller gets a request id, the log gets the stack trace."""
+
+    @classmethod
+    def logged_as(cls, request_id: str) -> Internal:
+        """The caller's answer for a failure the server logged under ``request_id``."""
+        return cls(f"internal error (request id {request_id}); the server logged it")
+
+
+def new_request_id() -> str:
+    """A short random id that ties a caller's error to the server's log line."""
+    return uuid.uuid4().hex[:16]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import base64
 import json
 import logging
 import math
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -30,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from segserve.edge import Edge
-from segserve.errors import Internal, InvalidInput, NotReady, SegServeError, status_of
+from segserve.errors import Internal, InvalidInput, NotReady, SegServeError, new_request_id, status_of
 
 logger = logging.getLogger("segserve")
 TRANSPORT = "http"
@@ -283,14 +282,14 @@ class ErrorAnswer:
         except Exception as exc:
             if started:
                 raise
-            request_id = uuid.uuid4().hex[:16]
+            request_id = new_request_id()
             path = scope.get("path", "")
             if path == "/readyz":
                 logger.warning("request %s: /readyz failed (%r): not ready", request_id, exc)
                 error: SegServeError = NotReady(f"not ready: the readiness check failed ({type(exc).__name__})")
             else:
                 logger.exception("request %s: %s %s failed inside the server", request_id, scope.get("method"), path)
-                error = Internal(f"internal error (request id {request_id}); the server logged it")
+                error = Internal.logged_as(request_id)
             await error_response(error)(scope, receive, send)
 
 

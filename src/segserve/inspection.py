@@ -278,7 +278,7 @@ def failure_row(
     return row
 
 
-# ------------------------------------------------------------------------------------------------ progress
+# ------------------------------------------------------------------------------------------------- Ctrl-C
 
 
 @contextmanager
@@ -303,6 +303,9 @@ def ctrl_c_flag() -> Iterator[threading.Event]:
         yield interrupted
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# ------------------------------------------------------------------------------------------------ progress
 
 
 class Progress:
