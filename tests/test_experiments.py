@@ -105,3 +105,38 @@ def test_a_release_is_a_reference_row(tmp_path):
 def test_a_run_without_a_validated_epoch_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no validated epoch"):
         experiments.read_run(write_run(tmp_path, "early", 1, corrosion=0.5, loss=1.0))
+
+
+def test_rows_that_differ_in_one_setting_are_compared_and_bold_only_beyond_the_spread(tmp_path):
+    def run(name, corrosion, loss, **config):
+        return experiments.read_run(write_run(tmp_path, name, 4, corrosion=corrosion, loss=loss, **config))
+
+    change = [run("h1", 0.50, 0.50, seed=1), run("h2", 0.52, 0.52, seed=2)]  # 51 ± 1
+    control = [
+        run("n1", 0.40, 0.70, seed=1, encoder_weights="none"),
+        run("n2", 0.46, 0.71, seed=2, encoder_weights="none"),
+    ]
+    lone = [run("d1", 0.51, 0.50, seed=1, model="deeplabv3plus-vgg16")]  # one seed: never decided
+    far = [run("x1", 0.10, 0.50, seed=1, model="deeplabv3plus-vgg16", encoder_weights="none")]  # two settings apart
+
+    lines = experiments.comparison_table([change, control, lone, far]).splitlines()
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in lines if "| row" in line
+    }
+    assert set(rows) == {"row 1 − row 2", "row 1 − row 3", "row 2 − row 4", "row 3 − row 4"}
+    cells = rows["row 1 − row 2"]
+    assert cells[1] == "encoder weights: hed / none" and cells[2] == "2 / 2"
+    assert cells[3] == "**+8.0**"  # 51 ± 1 against 43 ± 3: intervals [50, 52] and [40, 46] apart
+    assert cells[4] == "+0.0"  # asset IoU equal
+    assert cells[-1] == "**-0.195**"  # train loss 0.51 ± 0.01 against 0.705 ± 0.005
+    cells = rows["row 1 − row 3"]
+    assert cells[1] == "model: unet-vgg16 / deeplabv3plus-vgg16" and cells[3] == "+0.0"
+    assert not any(c.startswith("**") for c in cells)  # one seed of the control: nothing decided
+
+    close = [
+        run("c1", 0.44, 0.70, seed=1, encoder_weights="none"),
+        run("c2", 0.52, 0.71, seed=2, encoder_weights="none"),
+    ]
+    cells = [c.strip() for c in experiments.comparison_table([change, close]).splitlines()[-1].strip("|").split("|")]
+    assert cells[3] == "+3.0"  # 51 ± 1 against 48 ± 4 overlap: not beyond the spread, not bold
+    assert experiments.comparison_table([change, far]) == ""  # nothing differs in one setting only

