@@ -8,6 +8,8 @@ MODEL ?= deeplabv3plus
 SEGSERVE_HTTP_PORT ?= 3000
 SEGSERVE_GRPC_PORT ?= 50051
 export SEGSERVE_HTTP_PORT SEGSERVE_GRPC_PORT
+# apt-get waits up to 10 minutes for another apt-get's lock (a second installer, or the system's) instead of failing.
+APT_GET := apt-get -o DPkg::Lock::Timeout=600
 
 .DEFAULT_GOAL := help
 .PHONY: help setup proto models serve test test-fast lint format train finetune bench loadtest bento bento-from-store clean ops-tools browser-tools
@@ -102,20 +104,20 @@ bento-from-store: setup ## Build the bento from the model versions already in th
 ops-tools: ## Install promtool and prometheus (Debian's prometheus package) if missing; as root or with sudo
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then echo "promtool and prometheus: installed"; \
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus && \
+	$$sudo $(APT_GET) update && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends prometheus && \
 	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now prometheus; fi; fi
 
 .PHONY: postgres-tools
 postgres-tools: ## Install PostgreSQL (Debian's postgresql package) if missing, for the history's tests; as root or with sudo
 	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then echo "postgresql: installed"; \
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql && \
+	$$sudo $(APT_GET) update && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends postgresql && \
 	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now postgresql; fi; fi
 
 browser-tools: ## Install Chromium (Debian's chromium package), which the page's browser test drives, if missing
 	@if command -v chromium >/dev/null; then echo "chromium: installed"; \
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; fi
+	$$sudo $(APT_GET) update && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends chromium; fi
 
 FUZZ_SECONDS ?= 600
 .PHONY: fuzz soak

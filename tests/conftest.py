@@ -148,6 +148,7 @@ SHARED_UNITS = {
     "test_release": "shipped-on-val",
     # they may install Debian packages (make ops-tools, postgres-tools, browser-tools): one apt-get at a time
     "test_deploy": "system-packages",
+    "test_prometheus": "system-packages",
     "test_history": "system-packages",
     "test_history_store": "system-packages",
     "test_http_face": "system-packages",
