@@ -57,8 +57,13 @@ class Run:
     epoch: int
 
     @property
+    def settings(self) -> dict:
+        """The settings that make the recipe (everything but the seed and where the run writes)."""
+        return {k: v for k, v in self.config.items() if k not in NOT_RECIPE}
+
+    @property
     def recipe(self) -> tuple:
-        return tuple(sorted((k, json.dumps(v)) for k, v in self.config.items() if k not in NOT_RECIPE))
+        return tuple(sorted((k, json.dumps(v)) for k, v in self.settings.items()))
 
     @property
     def command(self) -> str:
@@ -107,12 +112,10 @@ def reference_row(path: Path, ensemble: bool = False) -> list[str]:
     return cells
 
 
-def _recipe_settings(run: Run) -> dict:
-    return {k: v for k, v in run.config.items() if k not in NOT_RECIPE}
-
-
-def _column_values(members: Sequence[Run], key: str, scale: float) -> np.ndarray:
-    return np.array([r.last[key] for r in members]) * scale
+def mean_and_spread(members: Sequence[Run], key: str, scale: float) -> tuple[float, float]:
+    """A column's mean over a row's seeds and its spread (half the range; 0 for one seed)."""
+    values = np.array([r.last[key] for r in members]) * scale
+    return float(values.mean()), float(values.max() - values.min()) / 2
 
 
 def compare(change: Sequence[Run], control: Sequence[Run]) -> list[str]:
@@ -120,11 +123,10 @@ def compare(change: Sequence[Run], control: Sequence[Run]) -> list[str]:
     (both rows have two seeds or more and their mean ± half-range intervals do not overlap)."""
     cells = []
     for key, _, scale, digits in COLUMNS:
-        a, b = _column_values(change, key, scale), _column_values(control, key, scale)
-        difference = a.mean() - b.mean()
-        spreads = (a.max() - a.min()) / 2 + (b.max() - b.min()) / 2
+        (a, a_spread), (b, b_spread) = mean_and_spread(change, key, scale), mean_and_spread(control, key, scale)
+        difference = a - b
         text = f"{difference:+.{digits}f}"
-        decided = len(a) > 1 and len(b) > 1 and abs(difference) > spreads
+        decided = len(change) > 1 and len(control) > 1 and abs(difference) > a_spread + b_spread
         cells.append(f"**{text}**" if decided else text)
     return cells
 
@@ -133,21 +135,19 @@ def comparison_table(rows: Sequence[Sequence[Run]]) -> str:
     """The rows (numbered from 1, as in the table) taken pairwise where their recipes differ in one setting."""
     head = ["change − control", "differs in", "seeds", *(heading for _, heading, _, _ in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    found = False
     for i, first in enumerate(rows):
         for j in range(i + 1, len(rows)):
             second = rows[j]
-            one, two = _recipe_settings(first[0]), _recipe_settings(second[0])
-            differing = sorted(k for k in one.keys() | two.keys() if one.get(k) != two.get(k))
+            one, two = first[0].settings, second[0].settings
+            differing = [k for k in one.keys() | two.keys() if one.get(k) != two.get(k)]
             if len(differing) != 1:
                 continue
-            found = True
             key = differing[0]
             what = f"{key.replace('_', ' ')}: {one.get(key)} / {two.get(key)}"
             seeds = f"{len(first)} / {len(second)}"
             cells = [f"row {i + 1} − row {j + 1}", what, seeds, *compare(first, second)]
             lines.append("| " + " | ".join(cells) + " |")
-    if not found:
+    if len(lines) == 2:  # the heading only: no pair differs in one setting
         return ""
     return (
         "Rows whose recipes differ in one setting, the first minus the second (lower is better for ratio MAE and "
@@ -183,9 +183,8 @@ def table(runs: Sequence[Run], references: Sequence[Path] = (), ensembles: Seque
         members.sort(key=lambda r: r.config.get("seed", 0))
         cells = [f"{number}. {describe(members[0].config)}", ", ".join(str(r.config.get("seed")) for r in members)]
         for key, _, scale, digits in COLUMNS:
-            values = _column_values(members, key, scale)
-            spread = (values.max() - values.min()) / 2
-            cells.append(f"{values.mean():.{digits}f}" + (f" ± {spread:.{digits}f}" if len(values) > 1 else ""))
+            mean, spread = mean_and_spread(members, key, scale)
+            cells.append(f"{mean:.{digits}f}" + (f" ± {spread:.{digits}f}" if len(members) > 1 else ""))
         lines.append("| " + " | ".join(cells) + " |")
         for run in members:
             unfinished = "" if run.epoch == run.config.get("epochs") else f" (epoch {run.epoch} so far)"
