@@ -66,3 +66,54 @@ def test_this_machine_is_described_from_what_it_has():
     assert engines.native_bf16() == ("BF16" in capabilities)
     engine = choose("auto", "auto", True)
     assert engine == Engine("openvino", "bf16" if "BF16" in capabilities else "f32", engine.reason)
+
+
+def _cgroup(tmp_path, proc: str, files: dict[str, str]):
+    """A fake cgroup hierarchy under tmp_path/cg and a /proc/self/cgroup of ``proc``."""
+    root = tmp_path / "cg"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "proc_cgroup").write_text(proc)
+    return root, tmp_path / "proc_cgroup"
+
+
+@pytest.mark.parametrize(
+    ("proc", "files", "quota"),
+    [
+        # cgroup v2, a container limited to 4 CPUs (its cgroup is the namespace's root)
+        ("0::/\n", {"cpu.max": "400000 100000\n"}, 4.0),
+        # v2 without a limit
+        ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+        # v2, the process's own cgroup below the root is limited more than the root
+        ("0::/kubepods/pod1\n", {"cpu.max": "max 100000\n", "kubepods/pod1/cpu.max": "150000 100000\n"}, 1.5),
+        # cgroup v1 (cpu,cpuacct hierarchy), 2 CPUs
+        (
+            "4:memory:/x\n3:cpu,cpuacct:/\n",
+            {"cpu,cpuacct/cpu.cfs_quota_us": "200000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+            2.0,
+        ),
+        # v1 without a limit (-1)
+        ("1:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        # nothing readable
+        ("", {}, None),
+        ("0::/\n", {"cpu.max": "garbage\n"}, None),
+    ],
+)
+def test_the_cgroup_cpu_quota_is_read_from_v1_or_v2(tmp_path, proc, files, quota):
+    root, proc_cgroup = _cgroup(tmp_path, proc, files)
+    assert engines.cgroup_cpu_quota(root, proc_cgroup) == quota
+
+
+def test_usable_cpus_are_the_affinity_capped_by_the_quota_rounded_down(tmp_path, monkeypatch):
+    monkeypatch.setattr(engines.os, "sched_getaffinity", lambda _pid: set(range(64)))
+    root, proc_cgroup = _cgroup(tmp_path, "0::/\n", {"cpu.max": "400000 100000\n"})
+    assert engines.usable_cpus(root, proc_cgroup) == 4  # a 64-core node, a limit of 4
+    (root / "cpu.max").write_text("250000 100000\n")
+    assert engines.usable_cpus(root, proc_cgroup) == 2
+    (root / "cpu.max").write_text("50000 100000\n")
+    assert engines.usable_cpus(root, proc_cgroup) == 1  # half a CPU still gets a thread
+    (root / "cpu.max").write_text("max 100000\n")
+    assert engines.usable_cpus(root, proc_cgroup) == 64
+    monkeypatch.setattr(engines.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert engines.usable_cpus(root, proc_cgroup) == 2  # pinned to two CPUs (taskset, cpuset)

@@ -3,6 +3,7 @@ OpenVINO cache, and their parity on real validation photos (the gate of segserve
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,18 @@ def test_each_backend_loads_and_says_which_it_is(tiny_dir, backend):
     assert loaded.backend == backend
     out = loaded.predict(np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8))
     assert out.mask.shape == (3, 32, 32) and out.mask.max() < 3
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_forward_pass_runs_on_the_usable_cpus_unless_told(tiny_dir, monkeypatch, threads):
+    """SEGSERVE_MODEL_THREADS=0 gives both engines ``usable_cpus()`` threads (a container's CPU limit, not the
+    host's core count); a number is taken as it is (OpenVINO caps it at the machine's cores)."""
+    monkeypatch.setattr(predictor, "usable_cpus", lambda: 1)
+    expected = threads or 1
+    ort = predictor.load_predictor(tiny_dir, "onnxruntime", 32, threads=threads)
+    assert ort.model.session.get_session_options().intra_op_num_threads == expected
+    ov = predictor.load_predictor(tiny_dir, "openvino", 32, threads=threads)
+    assert ov.model.compiled.get_property("INFERENCE_NUM_THREADS") == min(expected, os.cpu_count())
 
 
 def test_a_model_stored_without_onnx_is_exported_at_load(tiny_dir, tmp_path, caplog):

@@ -8,11 +8,14 @@ CPU and each model's parity record, never from a constant.
   it would be emulated, slower than float32 (openvinotoolkit/openvino#18866).
 - An explicit ``bf16`` is refused where it cannot be honoured: another backend, a CPU without native
   bfloat16, or a model that failed parity here.
+- Threads of a forward pass (``SEGSERVE_MODEL_THREADS=0``): the CPUs this process may use, ``usable_cpus``,
+  which is fewer than the machine's cores in a container with a CPU limit.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +53,62 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def usable_cpus(cgroup_root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup") -> int:
+    """The CPUs this process may use: those its affinity allows, or fewer where a cgroup CPU quota (a
+    container's CPU limit, e.g. Kubernetes' ``limits.cpu``) allows less, rounded down; at least 1.
+
+    ``os.cpu_count()`` counts the host's cores: under a limit of 4 on a 64-core node, a forward pass on 64
+    threads is throttled by the quota every scheduling period."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
+    if quota is not None:
+        cpus = min(cpus, int(quota))
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(
+    cgroup_root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup"
+) -> float | None:
+    """The smallest CPU quota (in CPUs, quota / period) of this process's cgroup and the hierarchy's root, from
+    cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; None when there is none."""
+    root = Path(cgroup_root)
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        lines = []
+    quotas = []
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        relative = path.strip().lstrip("/")
+        if hierarchy == "0" and controllers == "":  # cgroup v2
+            for folder in {root / relative, root}:
+                quotas.append(_read_quota(folder / "cpu.max", None))
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            for name in {controllers, "cpu"}:
+                for folder in {root / name / relative, root / name}:
+                    quotas.append(_read_quota(folder / "cpu.cfs_quota_us", folder / "cpu.cfs_period_us"))
+    found = [q for q in quotas if q is not None]
+    return min(found) if found else None
+
+
+def _read_quota(quota_file: Path, period_file: Path | None) -> float | None:
+    """cgroup v2 (``period_file`` None): ``cpu.max`` holds "QUOTA PERIOD" or "max PERIOD"; v1: the quota
+    file holds QUOTA (-1: none) and the period file PERIOD. None when unlimited, absent or unreadable."""
+    try:
+        if period_file is None:
+            quota, period = quota_file.read_text().split()[:2]
+        else:
+            quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+        if quota == "max" or int(quota) <= 0 or int(period) <= 0:
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 @lru_cache(maxsize=1)

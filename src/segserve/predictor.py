@@ -17,7 +17,6 @@ that is all an answer needs, and a fraction of the bytes.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from segserve import imaging
+from segserve.engines import usable_cpus
 
 logger = logging.getLogger("segserve")
 
@@ -80,7 +80,7 @@ class OnnxModel:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or usable_cpus()
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -112,7 +112,7 @@ class OpenVinoModel:
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": int(threads or os.cpu_count() or 1),
+            "INFERENCE_NUM_THREADS": int(threads or usable_cpus()),
         }
         self.precision = precision
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)

@@ -37,7 +37,8 @@ class Settings:
         natively and the model passed parity on this kind of machine, else float32).
     openvino_cache_dir: where OpenVINO keeps compiled models so restarts skip compiling
         (SEGSERVE_OPENVINO_CACHE_DIR, default $BENTOML_HOME/segserve/openvino-cache).
-    model_threads: threads of one forward pass (SEGSERVE_MODEL_THREADS, default 0: every core).
+    model_threads: threads of one forward pass (SEGSERVE_MODEL_THREADS, default 0: every CPU this process may
+        use, ``segserve.engines.usable_cpus``: fewer than the host's cores under a container's CPU limit).
     model_workers: processes of the model service, each with every model (SEGSERVE_MODEL_WORKERS, default 1).
     entry_workers: processes of the entry service, each with its own HTTP handler and gRPC server on the shared
         ports (SO_REUSEPORT) and its own admission budgets (SEGSERVE_ENTRY_WORKERS, default 1; raise it on a
