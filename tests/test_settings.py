@@ -120,6 +120,7 @@ def test_model_names(models, default, expected):
         ({"history_queue_size": 0}, "SEGSERVE_HISTORY_QUEUE_SIZE=0 must be 1 or more"),
         ({"history_retention_days": -1}, "SEGSERVE_HISTORY_RETENTION_DAYS=-1 must be 0 or more"),
         ({"history_max_attempts": 0}, "SEGSERVE_HISTORY_MAX_ATTEMPTS=0 must be 1 or more"),
+        ({"model_threads": -1}, "SEGSERVE_MODEL_THREADS=-1 must be 0 or more"),
     ],
 )
 def test_settings_that_cannot_work_are_refused(fields, message):

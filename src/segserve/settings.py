@@ -151,8 +151,14 @@ class Settings:
                 f"SEGSERVE_MAX_PIXELS_IN_FLIGHT={self.max_pixels_in_flight} is below SEGSERVE_MAX_IMAGE_PIXELS="
                 f"{self.max_image_pixels}: the largest photo could never be admitted"
             )
-        for name in ("history_retention_days", "history_queue_size", "history_queue_bytes", "history_max_attempts"):
-            least = 0 if name == "history_retention_days" else 1
+        lowest = {
+            "model_threads": 0,
+            "history_retention_days": 0,
+            "history_queue_size": 1,
+            "history_queue_bytes": 1,
+            "history_max_attempts": 1,
+        }
+        for name, least in lowest.items():
             if getattr(self, name) < least:
                 raise ValueError(f"SEGSERVE_{name.upper()}={getattr(self, name)} must be {least} or more")
 
