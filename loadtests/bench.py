@@ -39,6 +39,7 @@ from loadtests.harness.drive import Level, measure_level
 from loadtests.harness.images import image_or_synthetic
 from loadtests.harness.stats import fmt, markdown_table
 from loadtests.harness.target import Target, add_target_arguments, target_from_args
+from segserve import engines
 
 # The targets the served system is held to (gRPC; throughput at concurrency TARGET_CONCURRENCY).
 TARGET_CONCURRENCY = 8
@@ -231,7 +232,7 @@ def ratio_lines(by_key: dict[tuple[str, int], Level], raw: list[RawRow], after_l
 
 
 def machine() -> str:
-    """The CPU and core count, for the report."""
+    """The CPU, its core count and the CPUs this process may use (fewer under a container's CPU limit)."""
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -240,7 +241,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{model}, {os.cpu_count()} cores, {engines.usable_cpus()} usable"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -594,6 +594,7 @@ def test_bench_reports_raw_naive_and_served_side_by_side(live_server, tmp_path: 
     # the store holds stand-in models: their parity is measured on the val photos, whichever way it goes
     assert all(r.split("|")[-2].strip() in ("passes", "fails") for r in raw[:-1])
     assert "## Against the targets" in text
+    assert f"cores, {engines_module.usable_cpus()} usable" in text  # the machine, with the CPUs a pass may use
     assert sum(line.startswith("| served gRPC c=8 /") for line in lines) == 2
     assert sum(line.startswith("| p99 gRPC c=1") for line in lines) == 2  # fresh and after load
 
