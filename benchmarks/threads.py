@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loadtests.harness.stats import fmt, markdown_table, percentile
 from segserve import engines, predictor, store
 
 BACKENDS = ("onnxruntime", "openvino")
@@ -66,18 +67,20 @@ def measure(
 def table(rows: list[Row], usable: int) -> str:
     """Markdown: each engine and count with p50, p90 and the slowest call, and p50 against the usable count's."""
     base = {r.backend: r.median_ms for r in rows if r.threads == usable}
-    lines = [
-        "| engine | threads | calls | p50 (ms) | p90 (ms) | slowest (ms) | p50 / usable's |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    header = ["engine", "threads", "calls", "p50 (ms)", "p90 (ms)", "slowest (ms)", "p50 / usable's"]
+    cells = [
+        [
+            f"{r.backend} f32",
+            r.threads,
+            len(r.latencies_ms),
+            fmt(r.median_ms),
+            fmt(percentile(r.latencies_ms, 90)),
+            fmt(max(r.latencies_ms)),
+            fmt(r.median_ms / base[r.backend], 2),
+        ]
+        for r in rows
     ]
-    for r in rows:
-        ordered = sorted(r.latencies_ms)
-        p90 = ordered[max(0, int(0.9 * len(ordered)) - 1)]
-        lines.append(
-            f"| {r.backend} f32 | {r.threads} | {len(ordered)} | {r.median_ms:.1f} | {p90:.1f} | {ordered[-1]:.1f} "
-            f"| {r.median_ms / base[r.backend]:.2f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(header, cells, "lrrrrrr")
 
 
 def main(argv: list[str] | None = None) -> int:
