@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -40,6 +41,33 @@ def test_the_ensemble_rows_are_the_served_ensembles_members():
         "unet+flip",
         "unet-vgg16",
         "unet-vgg16+flip",
+    ]
+
+
+def test_sizes_add_rows_after_each_models_flip_row():
+    rows = compare.options(("unet", "unet-vgg16"), ensemble=("unet-vgg16",), sizes=[(192,), (192, 256)])
+    assert [o.name for o in rows] == [
+        "unet",
+        "unet+flip",
+        "unet@192",
+        "unet@192+256",
+        "unet-vgg16",
+        "unet-vgg16+flip",
+        "unet-vgg16@192",
+        "unet-vgg16@192+256",
+    ]
+    assert [o.passes for o in rows][2:4] == [1, 2]
+
+
+@pytest.mark.parametrize("text", ["abc", "192,", "100", "0", "2048", "256,256"])
+def test_a_bad_size_group_is_refused_with_a_clear_error(text, capsys):
+    with pytest.raises(SystemExit) as exc:
+        compare.parse_args(["--data", "d", "--sizes", text])
+    assert exc.value.code == 2
+    assert "--sizes" in capsys.readouterr().err
+    assert compare.parse_args(["--data", "d", "--sizes", "192", "--sizes", "192,256,320"]).sizes == [
+        (192,),
+        (192, 256, 320),
     ]
 
 
@@ -135,3 +163,34 @@ def test_compare_measures_every_option_through_serving_path(split, tiny_models, 
     recorded = json.loads(out.with_suffix(".json").read_text())
     assert [r["option"] for r in recorded] == list(rows)
     assert recorded[0]["ratio_mae"] == pytest.approx(rows["deeplabv3plus"]["ratio_mae"])
+    assert "test-time sizes" not in text
+
+
+def test_compare_at_test_time_sizes(split, tiny_models, monkeypatch, tmp_path):
+    """A model at 64 px and at 32+64 (mean of probabilities at its 32 px size), set against the model plain."""
+    metas = {name: {"input_size": INPUT_SIZE} for name in NAMES}
+    monkeypatch.setattr(compare, "load_releases", lambda release_dir, names: (tiny_models, metas))
+    monkeypatch.setattr(compare, "MEMBERS", NAMES)
+    out = tmp_path / "options.md"
+    argv = ["--data", str(split.root), "--split", "val", "--out", str(out), "--sizes", "64", "--sizes", "32,64"]
+    rows = {r["option"]: r for r in compare.compare(compare.parse_args(argv), argv)}
+    assert list(rows) == [o.name for o in compare.options(NAMES, sizes=[(64,), (32, 64)])]
+
+    ids = ["003", "004", "005"]
+    truths = [split.masks[i] for i in ids]
+    unet = Predictor(tiny_models["unet"])
+    at32 = unet.probabilities(np.stack([imaging.resize_image(split.images[i], INPUT_SIZE) for i in ids]))
+    at64 = unet.probabilities(np.stack([imaging.resize_image(split.images[i], 64) for i in ids]))
+    back = np.stack([cv2.resize(p, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR) for p in at64])
+    for name, probs in {"unet@64": back, "unet@32+64": (at32 + back) / 2}.items():
+        masks = [imaging.upsample_mask(p.argmax(axis=-1).astype(np.uint8), 64, 48) for p in probs]
+        cms = [metrics.confusion_matrix(t, m) for t, m in zip(truths, masks, strict=True)]
+        assert rows[name]["mean_iou"] == pytest.approx(metrics.report(np.sum(cms, axis=0)).mean_iou, abs=1e-6), name
+        assert rows[name]["sizes"] == ([64] if name == "unet@64" else [32, 64])
+        assert rows[name]["passes"] == len(rows[name]["sizes"])
+
+    text = out.read_text()
+    assert text.startswith("# Inference options: plain, horizontal-flip TTA, test-time sizes, ensemble")
+    assert "| U-Net at 32+64 px | 2 |" in text and "--sizes 32,64" in text
+    assert "- U-Net at 64 px vs U-Net: mean IoU" in text
+    assert "- U-Net at 32+64 px vs U-Net: mean IoU" in text

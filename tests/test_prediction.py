@@ -68,6 +68,53 @@ def test_options_name_the_models_the_ensemble_and_the_flip():
     assert (one.name, one.label, one.passes) == ("unet", "U-Net", 1)
     assert (flipped.name, flipped.label, flipped.passes) == ("unet+flip", "U-Net + flip TTA", 2)
     assert (both.name, both.label, both.passes) == ("ensemble+flip", "ensemble + flip TTA", 4)
+    scaled = prediction.Option(("unet",), False, (192, 256, 320))
+    assert (scaled.name, scaled.label, scaled.passes) == ("unet@192+256+320", "U-Net at 192+256+320 px", 3)
+    assert prediction.Option(("unet",), True, (192,)).name == "unet+flip@192"
+    with pytest.raises(ValueError, match="single model"):
+        prediction.Option(NAMES, False, (192,))
+
+
+def test_resized_probabilities_still_sum_to_one():
+    probs = np.random.default_rng(4).dirichlet(np.ones(3), size=(8, 8)).astype(np.float32)
+    resized = prediction.resize_probabilities(probs, 20)
+    assert resized.shape == (20, 20, 3)
+    np.testing.assert_allclose(resized.sum(axis=-1), 1.0, atol=1e-5)
+    assert prediction.resize_probabilities(probs, 8) is probs
+
+
+def test_per_shape_runs_a_model_at_several_sizes(models):
+    """One trace per input shape, each the model's own output."""
+    scalable = prediction.PerShape(models["deeplabv3plus"])
+    rng = np.random.default_rng(6)
+    for size in (32, 64, 32):
+        x = rng.normal(0, 50, (1, size, size, 3)).astype(np.float32)
+        np.testing.assert_allclose(
+            scalable.predict_on_batch(x), models["deeplabv3plus"].predict(x, verbose=0), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_run_option_at_test_time_sizes_averages_each_size_brought_back(models):
+    """A 48x64 photo run at 32 and 64 px for a model served at 32: the mean of the two, at 32, decides."""
+    rng = np.random.default_rng(5)
+    photo = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    model_input = cv2.resize(photo, (32, 32), interpolation=cv2.INTER_AREA)
+    at32 = by_hand(models["unet"], model_input[None])[0]
+    at64 = by_hand(models["unet"], cv2.resize(photo, (64, 64), interpolation=cv2.INTER_LINEAR)[None])[0]
+    mean = (at32 + cv2.resize(at64, (32, 32), interpolation=cv2.INTER_LINEAR)) / 2
+
+    got = prediction.run_option(prediction.Option(("unet",), False, (32, 64)), models, model_input[None], [photo])
+    assert got.mask.shape == (1, 32, 32) and got.members is None
+    sure = decided(mean)
+    assert sure.mean() > 0.99
+    np.testing.assert_array_equal(got.mask[0][sure], mean.argmax(axis=-1)[sure])
+    np.testing.assert_allclose(got.top[0], mean.max(axis=-1), atol=1e-5)
+
+    # at the model's own size alone, the option is the plain prediction
+    own = prediction.run_option(prediction.Option(("unet",), False, (32,)), models, model_input[None], [photo])
+    plain = prediction.run_option(prediction.Option(("unet",), False), models, model_input[None])
+    np.testing.assert_allclose(own.top, plain.top, atol=1e-6)
+    np.testing.assert_array_equal(own.mask, plain.mask)
 
 
 def test_run_option_is_the_model_service_prediction(models):

@@ -1,5 +1,7 @@
 """Inference options on a split, side by side: each shipped model plain, with horizontal-flip test-time
 augmentation, and the served ensemble (the mean of its members' probabilities), with what each costs in model time.
+``--sizes`` adds each model at other test-time input sizes: one size, or several whose probabilities are averaged
+(multi-scale inference).
 
     python -m training.compare --data ../shared/datasets/corrosion-pipes --split val
 
@@ -32,7 +34,7 @@ from segserve.predictor import Prediction
 from training.compute import set_threads
 from training.data import DatasetError, Sample, load_samples
 from training.formatting import display_name, percent, plain
-from training.prediction import ENSEMBLE, Option, answer_masks, run_option
+from training.prediction import ENSEMBLE, Option, PerShape, answer_masks, run_option
 from training.sources import load_releases
 
 DEFAULT_OUT = Path("docs/results/inference_options.md")
@@ -40,11 +42,15 @@ NAMES = architectures.SHIPPED
 MEMBERS = architectures.ENSEMBLE_MEMBERS  # the served ensemble's
 
 
-def options(names: Sequence[str] = NAMES, ensemble: Sequence[str] | None = None) -> list[Option]:
-    """Each model plain and with flip, then the ensemble of ``ensemble`` (default: all of ``names``) plain and
-    with flip when it has two or more members."""
+def options(
+    names: Sequence[str] = NAMES, ensemble: Sequence[str] | None = None, sizes: Sequence[tuple[int, ...]] = ()
+) -> list[Option]:
+    """Each model plain, with flip and at each group of test-time ``sizes``, then the ensemble of ``ensemble``
+    (default: all of ``names``) plain and with flip when it has two or more members."""
     members = tuple(names if ensemble is None else ensemble)
-    rows = [Option((n,), flip) for n in names for flip in (False, True)]
+    rows = []
+    for n in names:
+        rows += [Option((n,), False), Option((n,), True), *(Option((n,), False, group) for group in sizes)]
     return rows + [Option(members, False), Option(members, True)] if len(members) > 1 else rows
 
 
@@ -56,14 +62,17 @@ def predict(
     Returns ({option name: prediction per photo}, {option name: model seconds per photo}); each option runs
     once on the first photo before the clock starts (graph tracing, caches).
     """
+    scalable = {name: PerShape(model) for name, model in models.items()} if any(o.sizes for o in rows) else {}
     for option in rows:
-        run_option(option, models, samples[0].model_input[None])
+        run_option(option, scalable if option.sizes else models, samples[0].model_input[None], [samples[0].image])
     predictions: dict[str, list[Prediction]] = {o.name: [] for o in rows}
     seconds: dict[str, list[float]] = {o.name: [] for o in rows}
     for sample in samples:
         for option in rows:
             started = time.perf_counter()
-            prediction = run_option(option, models, sample.model_input[None])
+            prediction = run_option(
+                option, scalable if option.sizes else models, sample.model_input[None], [sample.image]
+            )
             seconds[option.name].append(time.perf_counter() - started)
             predictions[option.name].append(prediction)
     return predictions, seconds
@@ -78,6 +87,7 @@ def row(option: Option, predictions: Sequence[Prediction], seconds: Sequence[flo
         "models": list(option.models),
         "label": option.label,
         "passes": option.passes,
+        "sizes": list(option.sizes),
         **plain(
             {
                 "iou": {r["name"]: r["iou"] for r in rows},
@@ -133,16 +143,13 @@ def table(rows: Sequence[dict]) -> str:
 
 
 def differences(rows: Sequence[dict]) -> list[str]:
-    """Each option against its plain baseline (a single model plain; the ensemble against each member plain):
-    the change in mean IoU, per-image mean IoU and ratio MAE (points; negative is better), and the time factor."""
+    """Each option against its plain baseline (a single model's option against the model plain; the ensemble
+    against each member plain): the change in mean IoU, per-image mean IoU and ratio MAE (points; negative is
+    better), and the time factor."""
     by_name = {r["option"]: r for r in rows}
     lines = []
     for r in rows:
-        base = r["option"].removesuffix("+flip")
-        baselines = [base] if base != ENSEMBLE else [n for n in r["models"] if n in by_name]
-        if r["option"] == base and base != ENSEMBLE:
-            continue
-        for b in baselines:
+        for b in r["models"]:
             ref = by_name.get(b)
             if ref is None or ref is r:
                 continue
@@ -166,8 +173,15 @@ def render(rows: Sequence[dict], command: str, split: str, n_images: int) -> str
     """docs/results/inference_options.md."""
     members = next((r["models"] for r in rows if r["option"] == ENSEMBLE), [])
     served = f" The ensemble is the served one: {' and '.join(display_name(m) for m in members)}." if members else ""
+    sized = any(r.get("sizes") for r in rows)
+    scales = [
+        "",
+        "At N px: the photo resized to N instead of the model's input size (as serving resizes it); at several sizes",
+        "(multi-scale): the mean of the model's probabilities at each, each brought back to the model's input size",
+        "(bilinear) before the argmax. Passes count forward passes of any size.",
+    ]
     lines = [
-        "# Inference options: plain, horizontal-flip TTA, ensemble",
+        "# Inference options: plain, horizontal-flip TTA, " + ("test-time sizes, " if sized else "") + "ensemble",
         "",
         f"{n_images} photos of the {split} split, the shipped releases (`models/`), through serving's path",
         "(`Predictor.predict` or `predict_ensemble`, the model service's wire format, `pipeline.postprocess`",
@@ -178,6 +192,7 @@ def render(rows: Sequence[dict], command: str, split: str, n_images: int) -> str
         "call of the option on one photo (batch of one; the ensemble runs each of its members), all rows in one",
         "process, the options interleaved photo by photo, on this 2-core CPU shared with other work, so compare",
         f"times within the table.{served}",
+        *(scales if sized else []),
         "",
         "```bash",
         command,
@@ -206,7 +221,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the random split when the dataset has no split files")
     p.add_argument("--limit", type=int, default=0, help="only the first N photos of the split")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: TensorFlow's default)")
+    p.add_argument(
+        "--sizes",
+        type=size_group,
+        action="append",
+        default=[],
+        metavar="N[,N...]",
+        help="add each model at these test-time input sizes, the mean of their probabilities (repeatable: "
+        "--sizes 192 --sizes 192,256,320)",
+    )
     return p.parse_args(argv)
+
+
+def size_group(text: str) -> tuple[int, ...]:
+    """``--sizes``: comma-separated input sizes, each a multiple of 32 from 32 to 1024."""
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    bad = [n for n in sizes if not (32 <= n <= 1024 and n % 32 == 0)]
+    if bad or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: each size a multiple of 32 from 32 to 1024, none twice")
+    return sizes
 
 
 def compare(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dict]:
@@ -215,7 +251,7 @@ def compare(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list
     models, metas = load_releases(args.release_dir, NAMES)
     size = int(next(iter(metas.values())).get("input_size") or imaging.MODEL_INPUT_SIZE)
     samples = load_samples(args.data, args.split, size, args.seed, args.limit)
-    rows_to_run = options(list(models), [n for n in MEMBERS if n in models])
+    rows_to_run = options(list(models), [n for n in MEMBERS if n in models], args.sizes)
     print(f"{len(rows_to_run)} options on {len(samples)} {args.split} photos of {args.data}", flush=True)
     predictions, seconds = predict(rows_to_run, models, samples)
     rows = [row(o, predictions[o.name], seconds[o.name], samples) for o in rows_to_run]
