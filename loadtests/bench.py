@@ -245,7 +245,7 @@ def machine() -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.split("\n\n")[0])
     add_target_arguments(parser)
     # A p99 and a throughput need enough calls: 64 requests a level and 15 s a raw row (about 40 calls of a
     # model that takes 0.4 s); shorter rows moved the ratios against the targets by 0.1 from run to run.

@@ -36,7 +36,7 @@ def small_latency_ms(client: SegmentClient, image: bytes, calls: int = 5) -> flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.burst", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtests.burst", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pid", type=int, required=True, help="the `bentoml serve` process")
     add_target_arguments(parser)
     parser.add_argument("--requests", type=int, default=16, help="photos in the burst, half per transport")

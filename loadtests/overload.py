@@ -49,7 +49,7 @@ def run_level(client: SegmentClient, image: bytes, concurrency: int, seconds: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.overload", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtests.overload", description=__doc__.split("\n\n")[0])
     add_target_arguments(parser, ("grpc",))
     parser.add_argument("--concurrency", default="1,4,8,16,24")
     parser.add_argument("--seconds", type=float, default=20.0)

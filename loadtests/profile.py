@@ -95,7 +95,7 @@ def record(pid: int, out: Path, seconds: float) -> subprocess.Popen:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.profile", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtests.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pid", type=int, required=True)
     add_target_arguments(parser, ("grpc",))
     parser.add_argument("--concurrency", default="1,8")

@@ -52,7 +52,7 @@ def measure(settings: dict[str, str], log: Path, image: bytes, model: str, reque
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.tune", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtests.tune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", required=True, help='"label:VAR=VALUE,VAR=VALUE"')
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--image", type=Path)

@@ -213,7 +213,7 @@ def render(rows: Sequence[dict], command: str, split: str, n_images: int) -> str
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The compare options."""
-    p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset folder (original/, ground_truth/, optional split files)")
     p.add_argument("--split", default="val", help="train, val or test (default val)")
     p.add_argument("--release-dir", default=str(store.DEFAULT_RELEASE_DIR), help="folder of the release files")

@@ -207,7 +207,10 @@ def serve() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="segserve", description="segserve: corrosion segmentation server")
+    parser = argparse.ArgumentParser(
+        prog="segserve",
+        description="segserve: serve the corrosion segmentation models, manage their versions, inspect photo folders.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_import = sub.add_parser("import-models", help="import the shipped models into the BentoML store")
     p_import.add_argument("--release-dir", default=str(ROOT / "models"))

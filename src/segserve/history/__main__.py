@@ -1,5 +1,5 @@
 """The inspection history by hand, against the database the settings name (SEGSERVE_HISTORY_URL, else the SQLite
-file under SEGSERVE_DATA_DIR), or --url:
+file under SEGSERVE_DATA_DIR), or --url.
 
     python -m segserve.history upgrade            migrate the schema to the newest revision (the server does too)
     python -m segserve.history revision           print the schema's revision
