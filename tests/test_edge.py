@@ -4,6 +4,7 @@ count and pixels, the deadline, and the metrics of the call and of its answer.""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -126,6 +127,22 @@ def test_list_models_takes_a_place_too():
         assert [m["name"] for m in (await edge.list_models("grpc", None))["models"]][:2] == ["deeplabv3plus", "unet"]
 
     asyncio.run(run())
+
+
+def test_the_models_it_is_set_to_serve_are_in_a_gauge_from_the_start():
+    """segserve_model_configured is what SegServeModelNotLoaded and SegServeModelAbsent hold the loaded models to."""
+    set_to = {}
+
+    class Gauge:
+        def labels(self, model):
+            return SimpleNamespace(set=lambda value: set_to.__setitem__(model, value))
+
+    Edge(
+        two_model_settings(), corrosion_everywhere, telemetry=SimpleNamespace(model_configured=Gauge(), in_flight=None)
+    )
+    assert set_to == {"deeplabv3plus": 1, "unet": 1}
+    Edge(two_model_settings(), corrosion_everywhere)
+    assert sample("segserve_model_configured", model="unet") == 1.0
 
 
 def test_serving_sets_the_model_info_gauge():

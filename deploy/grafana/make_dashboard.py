@@ -172,9 +172,13 @@ def panels() -> list[dict]:
         {
             "type": "stat",
             "title": "Models loaded",
-            "description": "Loaded models per server (segserve_model_info); a server serves two once ready.",
+            "description": "Models per server: loaded (segserve_model_info) and set to serve"
+            " (segserve_model_configured); a ready server has loaded them all.",
             "datasource": DATASOURCE,
-            "targets": [target("count by (instance) (segserve_model_info == 1)", "{{instance}}", "A")],
+            "targets": [
+                target("count by (instance) (segserve_model_info == 1)", "{{instance}} loaded", "A"),
+                target("count by (instance) (segserve_model_configured == 1)", "{{instance}} set to serve", "B"),
+            ],
             "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []},
             "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
         },

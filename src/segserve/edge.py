@@ -67,6 +67,8 @@ class Edge:
             settings.admission_wait_seconds,
             gauge=lambda transport: self.telemetry.in_flight.labels(transport=transport),
         )
+        for name in settings.model_names:
+            self.telemetry.model_configured.labels(model=name).set(1)
 
     def serve(self, models: dict[str, dict[str, Any]]) -> None:
         """Serve these models (the model service's ``describe``), and say so in ``segserve_model_info``."""

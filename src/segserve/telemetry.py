@@ -57,6 +57,13 @@ class Telemetry:
             ["model", "version", "backend", "precision"],
             multiprocess_mode="max",
         )
+        self.model_configured = Gauge(
+            "segserve_model_configured",
+            "Models the server is set to serve (SEGSERVE_MODELS): 1 for each name from the start, before any has"
+            " loaded; segserve_model_info says which have.",
+            ["model"],
+            multiprocess_mode="max",
+        )
         self.corrosion_ratio = Histogram(
             "segserve_corrosion_asset_ratio",
             "Corroded share of the asset in answered Segment and Evaluate requests.",
