@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             action.help = "run folder (default runs/finetune-<model>)"
         if action.dest == "input_size":
             action.help = "side images are resized to (default: the start model's input_size)"
+        if action.dest == "init_from":
+            action.help = (
+                "the start model: release (models/<model>.*, the default), a release folder, store (the served "
+                "version in the BentoML store) or corrosion-<model>:VERSION"
+            )
     return loop.parse_args(argv, parser)
 
 

@@ -72,8 +72,8 @@ def build_parser(prog: str = "python -m training.train", description: str = DESC
     p.add_argument(
         "--init-from",
         default=None,
-        help="start from a trained model: release (models/<model>.*), a release folder, or "
-        "corrosion-<model>:VERSION from the BentoML store (default: a new model)",
+        help="start from a trained model: release (models/<model>.*), a release folder, store (the served "
+        "version in the BentoML store) or corrosion-<model>:VERSION (default: a new model)",
     )
     p.add_argument(
         "--precision",

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from segserve.architectures import NAMES
 from segserve.errors import ModelNotInStore, UnknownModel
 from segserve.settings import get_settings
 
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("check-models", help="check that every served model is in the store")
     sub.add_parser("serve", help="serve HTTP and gRPC")
     p_versions = sub.add_parser("versions", help="list a model's versions in the store, marking the served one")
-    p_versions.add_argument("name", help="deeplabv3plus or unet")
+    p_versions.add_argument("name", help=f"a model: {', '.join(NAMES)}")
     p_promote = sub.add_parser("promote", help="serve a candidate (a fine-tune) from the next server start")
     p_promote.add_argument(
         "spec", metavar="NAME[:VERSION]", help="e.g. unet (its newest candidate) or unet:abcd1234 (a prefix will do)"
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     p_use = sub.add_parser("use", help="serve a version of a model from the next server start")
     p_use.add_argument("spec", metavar="NAME:VERSION", help="e.g. unet:abcd1234 (a unique prefix will do), unet:latest")
     p_rollback = sub.add_parser("rollback", help="serve the version before the served one from the next server start")
-    p_rollback.add_argument("name", help="deeplabv3plus or unet")
+    p_rollback.add_argument("name", help=f"a model: {', '.join(NAMES)}")
     from segserve.inspection import add_arguments as add_inspect_arguments
 
     add_inspect_arguments(sub.add_parser("inspect", help="segment every photo under folders on a running server"))
