@@ -128,7 +128,7 @@ def server_credentials(cert_file: str, key_file: str, client_ca_file: str = "") 
 class GrpcServer:
     """A grpc.aio server with SegmentationService, standard health checking and reflection.
 
-    Health is NOT_SERVING until ``set_serving(True)`` (the service calls it once both models answer) and
+    Health is NOT_SERVING until ``set_serving(True)`` (the service calls it once every served model answers) and
     again while ``stop`` drains.
     """
 
