@@ -24,11 +24,13 @@ from loadtests.harness.target import add_target_arguments, target_from_args
 REFUSAL_PAUSE_S = 0.1  # the pause after a refusal that gives no retry hint
 
 
-def run_level(client: SegmentClient, image: bytes, concurrency: int, seconds: float) -> dict[str, float]:
-    """Closed-loop clients at one concurrency; what they saw."""
+def run_level(
+    client: SegmentClient, image: bytes, concurrency: int, seconds: float, model: str = ""
+) -> dict[str, float]:
+    """Closed-loop clients at one concurrency, calling ``model`` (empty: the server's default); what they saw."""
 
     def call(_: int) -> Outcome:
-        outcome = client.segment("grpc", image)
+        outcome = client.segment("grpc", image, model)
         if outcome.refused:
             time.sleep(outcome.retry_after if outcome.retry_after is not None else REFUSAL_PAUSE_S)
         return outcome
@@ -54,13 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,8,16,24")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--image", type=Path)
+    parser.add_argument("--model", default="", help="model to call (default: the server's default)")
     args = parser.parse_args(argv)
     image, _ = image_or_synthetic(args.image)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     header = ["offered concurrency", "accepted/s", "accepted p50 (ms)", "accepted p95 (ms)", "refused"]
     header.append("refusal p95 (ms)")
     with SegmentClient(target_from_args(args), timeout=120) as client:
-        warm_up = client.segment("grpc", image)
+        warm_up = client.segment("grpc", image, args.model)
         if not warm_up.ok:
             print(f"error: Segment at {client.target.grpc_target}: {warm_up.code} {warm_up.detail}", file=sys.stderr)
             return 1
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(header, []), flush=True)
         failed = 0
         for level in levels:
-            r = run_level(client, image, level, args.seconds)
+            r = run_level(client, image, level, args.seconds, args.model)
             failed += r["failures"]
             cells = [level, fmt(r["accepted_per_s"], 2), fmt(r["p50_ms"], 0), fmt(r["p95_ms"], 0)]
             cells += [f"{100 * r['refused_share']:.0f}%", fmt(r["refusal_p95_ms"])]

@@ -694,3 +694,21 @@ def test_profile_stages_go_by_the_innermost_known_frame_and_history_takes_all_it
         profile.HISTORY[0]: 5,
         "PNG/JPEG encoding, colours, overlay": 2,
     }
+
+
+def test_overload_level_calls_the_named_model_and_counts_refusals():
+    from loadtests import overload
+    from loadtests.harness.client import Outcome
+
+    calls = []
+
+    class Client:
+        def segment(self, transport, image, model=""):
+            calls.append((transport, model))
+            code = "RESOURCE_EXHAUSTED" if len(calls) % 2 else "OK"
+            return Outcome(transport, "Segment", code, 0.01, retry_after=0.0)
+
+    level = overload.run_level(Client(), b"photo", concurrency=2, seconds=0.2, model="deeplabv3plus")
+    assert calls and set(calls) == {("grpc", "deeplabv3plus")}
+    assert level["concurrency"] == 2 and level["failures"] == 0
+    assert 0.3 < level["refused_share"] < 0.7 and level["accepted_per_s"] > 0
