@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from segserve.architectures import ENSEMBLE, NAMES
 from segserve.classes import CLASS_NAMES
 from segserve.inspection_report import (
     OK,
@@ -655,7 +656,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", default=None, help="the server's gRPC HOST:PORT (default: localhost:$SEGSERVE_GRPC_PORT)"
     )
-    parser.add_argument("--model", default="", help="deeplabv3plus, unet, ensemble... (default: the server's default)")
+    parser.add_argument("--model", default="", help=f"{', '.join(NAMES)} or {ENSEMBLE} (default: the server's default)")
     parser.add_argument("--concurrency", type=int, default=4, help="photos in flight at once (default 4)")
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline of each call in seconds (default 120)")
     parser.add_argument(
