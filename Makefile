@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/datasets/corrosion-pipes
-MODEL ?= deeplabv3plus
+MODEL ?= unet-vgg16
 SEGSERVE_HTTP_PORT ?= 3000
 SEGSERVE_GRPC_PORT ?= 50051
 export SEGSERVE_HTTP_PORT SEGSERVE_GRPC_PORT
@@ -78,7 +78,7 @@ train: setup ## Train the shipped models by their recorded recipe into runs/ (re
 	for m in $$($(PY) -c 'from segserve.architectures import SHIPPED; print(*SHIPPED)'); do $(PY) -m training.train --model $$m --data $(DATA) --recipe release --resume $(TRAIN_FLAGS) && $(PY) -m training.export --run runs/$$m --release-dir $(RELEASE_DIR) --import || exit 1; done
 	$(PY) -m training.calibrate --data $(DATA) --release-dir $(RELEASE_DIR) --write
 
-finetune: setup ## Fine-tune MODEL (deeplabv3plus) from its release on DATA; import it as a candidate if better on DATA's val
+finetune: setup ## Fine-tune MODEL (unet-vgg16, the default served model) from its release on DATA; import it as a candidate if better on DATA's val
 	$(PY) -m training.finetune --model $(MODEL) --data $(DATA)
 
 bench: setup ## Raw, naive and served throughput and latency side by side (run against `make serve`, same BENTOML_HOME)

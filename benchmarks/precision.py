@@ -1,4 +1,4 @@
-"""Past float32: int8 quantisation of the served model with ONNX Runtime, judged by the parity bar.
+"""Past float32: int8 quantisation of a served model with ONNX Runtime, judged by the parity bar.
 
     BENTOML_HOME=... python -m benchmarks.precision --model deeplabv3plus --data ../shared/datasets/corrosion-pipes
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from segserve import imaging, metrics, predictor, store
+from segserve.architectures import DEFAULT
 from training.data import load_split
 
 MIN_AGREEMENT = 0.995
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.precision", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="deeplabv3plus")
+    parser.add_argument(
+        "--model", default=DEFAULT, help=f"the model to quantise (default {DEFAULT}, the served default)"
+    )
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--calibration-photos", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=6.0)

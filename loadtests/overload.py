@@ -1,7 +1,8 @@
 """The overload curve of a running server: for each offered concurrency, closed-loop gRPC clients send Segment
 back to back for a while; accepted throughput and p50/p95 latency, the share refused, and how fast refusals come.
 
-    python -m loadtests.overload [--grpc TARGET] [--concurrency 1,4,8,16,24] [--seconds 20] [--image PATH]
+    python -m loadtests.overload [--grpc TARGET] [--model NAME] [--concurrency 1,4,8,16,24] [--seconds 20]
+        [--image PATH]
 
 A refused call (RESOURCE_EXHAUSTED, or UNAVAILABLE with a retry hint) is counted, and its client waits the
 server's retry hint before sending again, as a well-behaved client does; any other error is a failure. The

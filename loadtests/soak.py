@@ -1,7 +1,7 @@
 """Soak: a steady load at about 70% of the server's measured capacity, over gRPC and HTTP at once, for a long time.
 
     python -m loadtests.soak --minutes 30                      # against `make serve` on the default ports
-    python -m loadtests.soak --minutes 30 --rate 2.5 --pid PID --http http://127.0.0.1:3000 --grpc 127.0.0.1:50051
+    python -m loadtests.soak --minutes 30 --rate 1.5 --pid PID --http http://127.0.0.1:3000 --grpc 127.0.0.1:50051
 
 1. Capacity (unless --rate is given): Segment requests from --capacity-concurrency threads, alternating transports,
    for --capacity-seconds; capacity = answered requests per second. The soak rate is --load (0.7) times that.

@@ -7,7 +7,7 @@ For each model and for the ensemble (the mean of its models' probabilities: ``en
 and through the
 functions the server calls (``training.prediction.answer``: the model service's prediction and wire format,
 ``pipeline.postprocess``): the softmax confidence (``review.confidence_of``), the photo's quality
-(``review.image_quality``), the agreement of the two models' masks (``review.agreement``), the photo's mean IoU
+(``review.image_quality``), the agreement of the ensemble members' masks (``review.agreement``), the photo's mean IoU
 (as the Evaluate RPC computes it) and the absolute error of its corrosion_asset_ratio. It reports Spearman rank
 correlations between the signals and the errors, and chooses:
 

@@ -47,7 +47,8 @@ class Settings:
         they sleep, and leave the cores to decoding and encoding between forward passes).
     max_pixels_in_flight: decoded pixels admitted at once over both transports; a request over the rest waits
         up to admission_wait_seconds, then gets RESOURCE_EXHAUSTED / 429 (SEGSERVE_MAX_PIXELS_IN_FLIGHT,
-        default 160 megapixels: four photos at the 40-megapixel limit, about 2.5 GB at the peak).
+        default 160 megapixels: four photos at the 40-megapixel limit; what a burst takes over idle is in
+        docs/performance.md, "A burst of the largest photos").
     admission_wait_seconds: how long a request waits for pixels (SEGSERVE_ADMISSION_WAIT_SECONDS, default 2).
     auth_tokens: accepted bearer tokens, comma separated; none: no authentication (SEGSERVE_AUTH_TOKENS).
     auth_tokens_file: a file of accepted bearer tokens, one a line (SEGSERVE_AUTH_TOKENS_FILE).
