@@ -43,6 +43,8 @@ def description(help_text: str) -> str:
     return " ".join(paragraphs[1].split())
 
 
+# runpy warns when the module was imported already (by another test in this worker); --help reads no state.
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")
 @pytest.mark.parametrize("module", COMMANDS)
 def test_help_describes_the_command_in_whole_sentences(module, monkeypatch):
     monkeypatch.setattr(sys, "argv", [module, "--help"])
