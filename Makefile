@@ -74,11 +74,27 @@ format: setup ## Fix lint and formatting with ruff
 # options (e.g. "--epochs 2 --limit 16" for a short run). RELEASE_DIR=models replaces the tracked release.
 RELEASE_DIR ?= runs/release
 TRAIN_FLAGS ?=
+# A shipped model whose recipe is a final fit (fit_on train+val, read from models/ before anything is written) is
+# trained twice: on the train split (runs/NAME), exported from its last epoch, whose val metrics, review thresholds
+# and ensemble metrics the release carries; then on train and val together (runs/NAME-final), exported with
+# --validation-from the first.
+FINAL_FITS = $(PY) -c 'import json; from segserve.architectures import SHIPPED; from segserve.store import release_paths; print(*[m for m in SHIPPED if json.loads(release_paths(m)[1].read_text())["recipe"].get("fit_on") == "train+val"])'
 train: setup ## Train the shipped models by their recorded recipe into runs/ (resumable), export and calibrate them into RELEASE_DIR (runs/release), import them as candidates
-	for m in $$($(PY) -c 'from segserve.architectures import SHIPPED; print(*SHIPPED)'); do $(PY) -m training.train --model $$m --data $(DATA) --recipe release --resume $(TRAIN_FLAGS) && $(PY) -m training.export --run runs/$$m --release-dir $(RELEASE_DIR) --import || exit 1; done
-	$(PY) -m training.calibrate --data $(DATA) --release-dir $(RELEASE_DIR) --write
+	finals="$$($(FINAL_FITS))" || exit 1; \
+	for m in $$($(PY) -c 'from segserve.architectures import SHIPPED; print(*SHIPPED)'); do \
+		case " $$finals " in *" $$m "*) last="--checkpoint last";; *) last="";; esac; \
+		$(PY) -m training.train --model $$m --data $(DATA) --recipe release --fit-on train --resume $(TRAIN_FLAGS) && \
+		$(PY) -m training.export --run runs/$$m $$last --release-dir $(RELEASE_DIR) --import || exit 1; \
+	done; \
+	$(PY) -m training.calibrate --data $(DATA) --release-dir $(RELEASE_DIR) --write || exit 1; \
+	for m in $$finals; do \
+		$(PY) -m training.train --model $$m --data $(DATA) --recipe release --fit-on train+val --out runs/$$m-final \
+			--resume $(TRAIN_FLAGS) && \
+		$(PY) -m training.export --run runs/$$m-final --release-dir $(RELEASE_DIR) \
+			--validation-from $(RELEASE_DIR)/$$m.json --import || exit 1; \
+	done
 
-finetune: setup ## Fine-tune MODEL (unet-vgg16, the default served model) from its release on DATA; import it as a candidate if better on DATA's val
+finetune: setup ## Fine-tune MODEL (unet-vgg16, the default served model) from its release on DATA (photos of your own: not those its release was fit on); import it as a candidate if better on DATA's val
 	$(PY) -m training.finetune --model $(MODEL) --data $(DATA)
 
 bench: setup ## Raw, naive and served throughput and latency side by side (run against `make serve`, same BENTOML_HOME)

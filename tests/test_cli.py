@@ -162,3 +162,14 @@ def test_use_of_a_missing_version_fails_and_a_vanished_pin_is_reported(temp_stor
     (temp_store / "segserve" / "served.json").write_text(json.dumps({"corrosion-unet": "gone"}))
     with pytest.raises(ModelNotInStore, match="segserve use unet:latest"):
         store.store_ref("unet")
+
+
+def test_a_version_says_whose_val_figures_a_final_fit_carries():
+    run_on_train = {"trained_on": "/data/pipes (172 train / 22 val photos)", "val_metrics": {"mean_iou": 0.5}}
+    assert segserve_cli._describe(run_on_train) == "on /data/pipes (172 train / 22 val photos), val mIoU 0.5000"
+    final_fit = {
+        "trained_on": "/data/pipes (194 photos: the train and val splits)",
+        "val_metrics": {"mean_iou": 0.5},
+        "validation_source": "the val split (22 photos) of the same recipe trained on the train split only",
+    }
+    assert segserve_cli._describe(final_fit).endswith("val mIoU 0.5000 (its recipe's run on the train split)")

@@ -72,6 +72,23 @@ def test_the_recipe_of_the_shipped_release_is_the_default_and_options_override_i
     assert "records no recipe" in capsys.readouterr().err
 
 
+def test_a_start_model_trained_on_the_val_photos_is_refused_before_training(photos, monkeypatch, tmp_path):
+    """The comparison that decides the import is on the val split: a start model fit on it (a final fit on the
+    same dataset) would be compared on photos it learned, so the fine-tune stops before training anything."""
+    from segserve.errors import SegServeError
+    from training import finetune
+    from training.sources import LoadedModel
+
+    final_fit = {"dataset": photos.root.resolve().name, "train_ids": [f"{k:03d}" for k in range(1, 7)]}
+    start = LoadedModel(model=None, metadata=final_fit, description="release models/unet.json", source="release")
+    monkeypatch.setattr(finetune, "load_start", lambda name, spec: start)
+    out = tmp_path / "run"
+    args = finetune.parse_args(["--model", "unet", "--data", str(photos.root), "--out", str(out)])
+    with pytest.raises(SegServeError, match=r"the start model \(release models/unet.json\) was trained on 2 of"):
+        finetune.finetune(args)
+    assert not out.exists()
+
+
 def test_the_comparison_reads_as_percentages_and_changes():
     from training import comparison as finetune
 

@@ -1,5 +1,6 @@
-"""training.metadata: ``val_metrics`` from the metrics table, in the layout the server reads, and the metadata
-of a trained model, exported from a run or fine-tuned from a start model."""
+"""training.metadata: ``val_metrics`` from the metrics table, in the layout the server reads, the metadata
+of a trained model, exported from a run or fine-tuned from a start model, and the check that a model is measured
+only on photos it was not trained on."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import numpy as np
 import pytest
 
 from segserve import metrics
-from training.metadata import VAL_ROW_KEYS, build_metadata, trained_on, val_metrics
+from segserve.errors import SegServeError
+from training.metadata import (
+    VAL_ROW_KEYS,
+    build_metadata,
+    require_held_out,
+    trained_on,
+    trained_photos,
+    val_metrics,
+)
 from training.sources import LoadedModel
 
 C, A, B = 0, 1, 2
@@ -133,3 +142,35 @@ def test_build_metadata_of_a_fine_tune_carries_the_start_model_over():
     assert (meta["val_metrics"], meta["start_val_metrics"]) == ({"mean_iou": 0.6}, {"mean_iou": 0.5})
     assert meta["trained_on"] == "/data/corrosion-pipes (3 train / 1 val photos)" == trained_on(CONFIG)
     assert meta["precision"] == "mixed_bfloat16" and meta["trained_at"] == "2025-03-04T10:00:00+00:00"
+
+
+def test_trained_photos_are_the_train_ids_of_the_same_dataset(tmp_path):
+    data = tmp_path / "corrosion-pipes"
+    data.mkdir()
+    final_fit = {"dataset": "corrosion-pipes", "train_ids": ["001", "002", "005", "006"]}
+    assert trained_photos(final_fit, data, ["005", "006", "007"]) == ["005", "006"]
+    assert trained_photos({**final_fit, "train_ids": ["001", "002"]}, data, ["005", "006"]) == []
+    # a fine-tuned model's ids name photos of its own folder, not of this one
+    other = tmp_path / "our-photos"
+    other.mkdir()
+    assert trained_photos(final_fit, other, ["005", "006"]) == []
+    assert trained_photos({}, data, ["005"]) == []
+
+
+def test_a_model_trained_on_the_split_is_refused_with_where_its_val_metrics_come_from(tmp_path):
+    data = tmp_path / "corrosion-pipes"
+    data.mkdir()
+    held_out = {"dataset": "corrosion-pipes", "train_ids": ["001", "002"]}
+    final_fit = {
+        "dataset": "corrosion-pipes",
+        "train_ids": [f"{k:03d}" for k in range(1, 12)],
+        "validation_source": "the val split (3 photos) of the same recipe trained on the train split only",
+    }
+    val = [f"{k:03d}" for k in range(5, 12)]
+    require_held_out({"unet": held_out}, data, val, "val")  # nothing of val trained it: no error
+    with pytest.raises(SegServeError) as refused:
+        require_held_out({"unet": held_out, "unet-vgg16": final_fit}, data, val, "val")
+    message = str(refused.value)
+    assert message.startswith("unet-vgg16 was trained on 7 of the 7 val photos")
+    assert "(005, 006, 007, 008, 009, ...)" in message
+    assert "Its recorded val metrics come from the val split (3 photos) of the same recipe" in message

@@ -297,10 +297,17 @@ def test_a_final_fit_carries_the_validation_of_its_recipes_run(trained, tmp_path
         "--validation-from",
         str(tmp_path / "val" / "unet.json"),
     ]
-    run("training.export", *args, home=home)
+    exported = run("training.export", *args, home=home)
     meta = json.loads((tmp_path / "r" / "unet.json").read_text())
     assert meta["val_metrics"] == validation["val_metrics"]
+    carried = f"val mIoU {validation['val_metrics']['mean_iou']:.4f}, corrosion IoU"
+    assert carried in exported.stdout and "of unet.json, its recipe's run on the train split)" in exported.stdout
     assert meta["train_ids"] == [f"{k:03d}" for k in range(1, 7)] and meta["val_ids"] == ["005", "006"]
     assert "same recipe trained on the train split only" in meta["validation_source"]
     assert "(6 photos: the train and val splits)" in meta["trained_on"]
     assert meta["float16_agreement"] >= 0.999
+    # measured on the photos it was trained on, it would score its fit: evaluation refuses, and says why
+    args = ["--model", "unet", "--release", "--release-dir", str(tmp_path / "r"), "--data", str(data), "--split", "val"]
+    refused = run("training.evaluate", *args, "--out", str(tmp_path / "report"), home=home, check=False)
+    assert refused.returncode != 0 and "unet was trained on 2 of the 2 val photos" in refused.stderr
+    assert not (tmp_path / "report").exists()

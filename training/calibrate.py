@@ -60,9 +60,9 @@ from segserve import architectures, imaging, metrics, review, store
 from segserve.errors import ModelNotInStore, SegServeError
 from segserve.predictor import Prediction, pack, unpack
 from segserve.review import ReviewThresholds
-from training.data import DatasetError, Sample, load_samples
+from training.data import DatasetError, Sample, load_samples, split_of
 from training.formatting import display_name, percent
-from training.metadata import val_metrics
+from training.metadata import require_held_out, val_metrics
 from training.prediction import ENSEMBLE, Option, answer, answer_masks, run_option
 from training.sources import from_store, load_releases
 
@@ -606,9 +606,12 @@ def default_out(args: argparse.Namespace) -> Path:
 
 def load_models(args: argparse.Namespace) -> tuple[dict[str, Any], int, dict[str, Any], str]:
     """The models to calibrate ({name: keras model}), their input size, their store versions ({name: BentoML
-    model}, empty for releases) and what they are, for the report. SegServeError when the sizes differ."""
+    model}, empty for releases) and what they are, for the report. SegServeError when the sizes differ, or when
+    a model was trained on photos of the split (:func:`training.metadata.require_held_out`)."""
+    ids = [p.id for p in split_of(args.data, args.split, args.seed, args.limit)]
     if not args.store:
         models, metas = load_releases(args.release_dir, args.models)
+        require_held_out(metas, args.data, ids, args.split)
         where = "the shipped releases" if default_out(args) == DEFAULT_OUT else f"the releases in {args.release_dir}"
         return models, _input_size(metas), {}, where
     models, metas, refs = {}, {}, {}
@@ -616,6 +619,7 @@ def load_models(args: argparse.Namespace) -> tuple[dict[str, Any], int, dict[str
         refs[name] = store.resolve(name, args.versions.get(name, store.SERVED))
         loaded = from_store(name, str(refs[name].tag.version))
         models[name], metas[name] = loaded.model, loaded.metadata
+    require_held_out(metas, args.data, ids, args.split)
     return models, _input_size(metas), refs, "the store versions " + ", ".join(str(r.tag) for r in refs.values())
 
 

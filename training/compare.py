@@ -34,6 +34,7 @@ from segserve.predictor import Prediction
 from training.compute import set_threads
 from training.data import DatasetError, Sample, load_samples
 from training.formatting import display_name, percent, plain
+from training.metadata import require_held_out
 from training.prediction import ENSEMBLE, Option, PerShape, answer_masks, run_option
 from training.sources import load_releases
 
@@ -251,6 +252,7 @@ def compare(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list
     models, metas = load_releases(args.release_dir, NAMES)
     size = int(next(iter(metas.values())).get("input_size") or imaging.MODEL_INPUT_SIZE)
     samples = load_samples(args.data, args.split, size, args.seed, args.limit)
+    require_held_out(metas, args.data, [s.id for s in samples], args.split)
     rows_to_run = options(list(models), [n for n in MEMBERS if n in models], args.sizes)
     print(f"{len(rows_to_run)} options on {len(samples)} {args.split} photos of {args.data}", flush=True)
     predictions, seconds = predict(rows_to_run, models, samples)

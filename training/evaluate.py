@@ -27,6 +27,7 @@ from segserve.errors import SegServeError
 from training.comparison import answer_metrics, comparison_markdown, print_comparison, verdict
 from training.data import DatasetError, load_arrays, load_samples, split_of
 from training.formatting import percent
+from training.metadata import require_held_out
 from training.prediction import predict_masks
 from training.report import write_evaluation
 from training.sources import LoadedModel, from_release, from_store
@@ -68,6 +69,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     pairs = split_of(args.data, args.split, args.seed, args.limit)
     loaded = load(args.model, "release" if args.release else args.version, args.release_dir)
     model, meta, source = loaded.model, loaded.metadata, loaded.source
+    require_held_out({args.model: meta}, args.data, [p.id for p in pairs], args.split)
     size = args.input_size or loaded.input_size
     print(f"evaluating {source} on {len(pairs)} {args.split} images of {args.data} at {size}x{size}", flush=True)
     images, truth = load_arrays(pairs, size)
@@ -103,6 +105,8 @@ def compare(args: argparse.Namespace, loaded: LoadedModel, out: Path) -> dict[st
     """The model against ``args.against`` on the split's photos as the server answers them; prints the table
     and writes ``<out>/comparison.md``. Returns both metrics and the verdict."""
     other = load(args.model, args.against, args.release_dir)
+    ids = [p.id for p in split_of(args.data, args.split, args.seed, args.limit)]
+    require_held_out({args.against: other.metadata}, args.data, ids, args.split)
     metrics = {}
     for key, model in (("against", other), ("evaluated", loaded)):
         samples = load_samples(args.data, args.split, model.input_size, args.seed, args.limit)

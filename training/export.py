@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import json
 import tempfile
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +153,12 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     masks_path = release_dir / f"{name}.val_masks.npz"
     np.savez_compressed(masks_path, masks=masks.astype(np.uint8), ids=np.array([p.id for p in pairs]))
     weights_path, meta_path = store.release_paths(name, release_dir)
-    corrosion = next(row for row in scores["per_class"] if row["name"] == "corrosion")
+    recorded = metadata["val_metrics"]
+    corrosion = next(row for row in recorded["per_class"] if row["name"] == "corrosion")
+    whose = f" of {Path(args.validation_from).name}, its recipe's run on the train split" if validation else ""
     print(
-        f"exported {name} (best epoch {metadata.get('best_epoch')}, val mIoU {scores['mean_iou']:.4f}, corrosion "
-        f"IoU {corrosion['iou']:.4f}) to {weights_path}, {meta_path} and {masks_path}",
+        f"exported {name} (best epoch {metadata.get('best_epoch')}, val mIoU {recorded.get('mean_iou', nan):.4f}, "
+        f"corrosion IoU {corrosion.get('iou', nan):.4f}{whose}) to {weights_path}, {meta_path} and {masks_path}",
         flush=True,
     )
     if args.do_import:

@@ -37,8 +37,8 @@ from segserve.errors import SegServeError
 from training import loop
 from training.comparison import comparison_markdown, held_out_metrics, print_comparison, verdict
 from training.compute import as_float32, set_threads
-from training.data import DatasetError, load_arrays, pairs_by_id
-from training.metadata import build_metadata, trained_on
+from training.data import DatasetError, load_arrays, pairs_by_id, split_of
+from training.metadata import build_metadata, require_held_out, trained_on
 from training.sources import load_run_model, load_start
 
 IMPORT_CHOICES = ("auto", "always", "never")
@@ -83,6 +83,10 @@ def finetune(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     store.store_name(name)
     set_threads(args.threads)  # before TensorFlow starts running anything, which loading the start model does
     start = load_start(name, args.init_from)
+    # the comparison that decides the import is on the val split: the start model must not have trained on it
+    val_ids = [p.id for p in split_of(args.data, "val", args.seed, args.limit)]
+    remedy = "Fine-tune it on photos of your own, whose val split it has not seen, or start from another model."
+    require_held_out({f"the start model ({start.description})": start.metadata}, args.data, val_ids, "val", remedy)
     args.input_size = args.input_size or start.input_size
     if args.input_size % 16:
         raise SegServeError(f"input size {args.input_size} is not divisible by 16")

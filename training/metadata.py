@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,43 @@ def trained_on(config: dict[str, Any]) -> str:
     """The data folder and how many photos trained and validated the model, from a run's config.json."""
     data = Path(str(config["data"])).resolve()
     return f"{data} ({len(config['train_ids'])} train / {len(config['val_ids'])} val photos)"
+
+
+def trained_photos(meta: dict[str, Any], data_dir: str | Path, ids: Sequence[str]) -> list[str]:
+    """The photos among ``ids`` of ``data_dir`` that the model of ``meta`` was trained on (its ``train_ids``,
+    when its ``dataset`` is that folder's name), in the order of ``ids``."""
+    if meta.get("dataset") != Path(data_dir).resolve().name:
+        return []
+    trained = set(meta.get("train_ids") or ())
+    return [i for i in ids if i in trained]
+
+
+MEASURE_ELSEWHERE = (
+    "Measure it on photos it was not trained on, or measure the release of its recipe's run on the train split."
+)
+
+
+def require_held_out(
+    metas: dict[str, dict[str, Any]],
+    data_dir: str | Path,
+    ids: Sequence[str],
+    split: str,
+    remedy: str = MEASURE_ELSEWHERE,
+) -> None:
+    """Raise SegServeError when a model of ``metas`` ({name: metadata}) was trained on any of the photos it is
+    about to be measured on: its scores there would measure its fit, not how it answers a new photo. A final fit
+    (``--fit-on train+val``) was trained on the val split; its recorded val metrics are its recipe's run's."""
+    for name, meta in metas.items():
+        seen = trained_photos(meta, data_dir, ids)
+        if not seen:
+            continue
+        shown = ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else "")
+        source = meta.get("validation_source")
+        where = f" Its recorded val metrics come from {source}." if source else ""
+        raise SegServeError(
+            f"{name} was trained on {len(seen)} of the {len(ids)} {split} photos of {data_dir} ({shown}), so "
+            f"measuring it there would score its fit, not how it answers new photos.{where} {remedy}"
+        )
 
 
 def _drop_none(value: Any) -> Any:

@@ -38,12 +38,20 @@ def results_table(release_dir: Path) -> str:
             )
         notes.append(
             f"- {LABELS[name]}: mean IoU {percent(val.get('mean_iou'))}, pixel accuracy "
-            f"{percent(val.get('pixel_accuracy'))} on {val.get('num_images')} val images; encoder weights "
+            f"{percent(val.get('pixel_accuracy'))} on {val.get('num_images')} val images{measured_by(meta)}; "
+            "encoder weights "
             f"`{meta.get('encoder_weights')}`; best epoch "
             f"{meta.get('best_epoch')} of {meta.get('epochs_run')}; {meta.get('train_seconds', 0) / 60:.0f} min of "
             f"training; float16 masks match float32 on {100 * meta.get('float16_agreement', 0):.3f}% of val pixels."
         )
     return "\n".join(lines + [""] + notes + ["", inspector_table(release_dir)])
+
+
+def measured_by(meta: dict) -> str:
+    """For a final fit (trained on train and val, so nothing of val is held out): whose val figures it carries."""
+    if not meta.get("validation_source"):
+        return ""
+    return f" (its recipe's run on the train split's; these weights were fit on {meta.get('trained_on', 'train+val')})"
 
 
 def inspector_table(release_dir: Path) -> str:

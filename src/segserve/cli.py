@@ -72,7 +72,9 @@ def _describe(meta: dict) -> str:
         parts.append(f"on {meta['trained_on']}")
     miou = (meta.get("val_metrics") or {}).get("mean_iou")
     if miou is not None:
-        parts.append(f"val mIoU {miou:.4f}")
+        # a final fit trained on val: its val figures are its recipe's run's (training.export --validation-from)
+        whose = " (its recipe's run on the train split)" if meta.get("validation_source") else ""
+        parts.append(f"val mIoU {miou:.4f}{whose}")
     start = (meta.get("start_val_metrics") or {}).get("mean_iou")
     if start is not None:
         parts.append(f"its start {start:.4f} on the same photos")
