@@ -46,9 +46,12 @@ def test_release_files_and_metadata(name):
 @needs_data
 @pytest.mark.parametrize("name", NAMES)
 def test_split_recorded_in_metadata_is_the_reference_split(name):
+    """A final fit (train+val) trained on both splits; its val ids are its recipe's run's, which it says."""
     meta = json.loads(store.release_paths(name)[1].read_text())
-    assert meta["train_ids"] == read_ids("train")
+    final_fit = meta["recipe"]["fit_on"] == "train+val"
+    assert meta["train_ids"] == read_ids("train") + (read_ids("val") if final_fit else [])
     assert meta["val_ids"] == read_ids("val")
+    assert ("validation_source" in meta) == final_fit
 
 
 @needs_data
