@@ -10,6 +10,11 @@ SEGSERVE_GRPC_PORT ?= 50051
 export SEGSERVE_HTTP_PORT SEGSERVE_GRPC_PORT
 # apt-get waits up to 10 minutes for another apt-get's lock (a second installer, or the system's) instead of failing.
 APT_GET := apt-get -o DPkg::Lock::Timeout=600
+# DPkg::Lock::Timeout covers dpkg's lock, not the package lists' that `apt-get update` takes (apt 2.6 fails at once
+# with "Could not get lock /var/lib/apt/lists/lock"): while another apt-get holds it, try again every 10 s, up to 10
+# minutes; any other failure stops at once. Used as `$$sudo $(APT_UPDATE)`.
+APT_UPDATE := sh -c 'for i in $$(seq 60); do out=$$($(APT_GET) update 2>&1) && exit 0; \
+	echo "$$out" | grep -q "Could not get lock" && [ $$i -lt 60 ] || { echo "$$out" >&2; exit 1; }; sleep 10; done'
 
 .DEFAULT_GOAL := help
 .PHONY: help setup proto models serve test test-fast lint format train finetune bench loadtest bento bento-from-store clean ops-tools browser-tools
@@ -120,20 +125,20 @@ bento-from-store: setup ## Build the bento from the model versions already in th
 ops-tools: ## Install promtool and prometheus (Debian's prometheus package) if missing; as root or with sudo
 	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then echo "promtool and prometheus: installed"; \
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	$$sudo $(APT_GET) update && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends prometheus && \
+	$$sudo $(APT_UPDATE) && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends prometheus && \
 	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now prometheus; fi; fi
 
 .PHONY: postgres-tools
 postgres-tools: ## Install PostgreSQL (Debian's postgresql package) if missing, for the history's tests; as root or with sudo
 	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then echo "postgresql: installed"; \
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	$$sudo $(APT_GET) update && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends postgresql && \
+	$$sudo $(APT_UPDATE) && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends postgresql && \
 	if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now postgresql; fi; fi
 
 browser-tools: ## Install Chromium (Debian's chromium package), which the page's browser test drives, if missing
 	@if command -v chromium >/dev/null; then echo "chromium: installed"; \
 	else sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	$$sudo $(APT_GET) update && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends chromium; fi
+	$$sudo $(APT_UPDATE) && $$sudo env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends chromium; fi
 
 FUZZ_SECONDS ?= 600
 .PHONY: fuzz soak
