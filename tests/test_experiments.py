@@ -140,3 +140,18 @@ def test_rows_that_differ_in_one_setting_are_compared_and_bold_only_beyond_the_s
     cells = [c.strip() for c in experiments.comparison_table([change, close]).splitlines()[-1].strip("|").split("|")]
     assert cells[3] == "+3.0"  # 51 ± 1 against 48 ± 4 overlap: not beyond the spread, not bold
     assert experiments.comparison_table([change, far]) == ""  # nothing differs in one setting only
+
+
+def test_a_patience_that_cannot_stop_the_run_is_no_difference(tmp_path):
+    """A longer schedule run with patience = its epochs is compared with its control on the epochs alone; a
+    patience shorter than the run is a setting of its own."""
+
+    def run(name, **config):
+        return experiments.read_run(write_run(tmp_path, name, 4, corrosion=0.5, loss=0.5, **config))
+
+    control = [run("a", epochs=4, patience=4)]
+    longer = [run("b", epochs=8, patience=8)]
+    lines = experiments.comparison_table([longer, control]).splitlines()
+    assert [c.strip() for c in lines[-1].strip("|").split("|")][1] == "epochs: 8 / 4"
+    early_stopping = [run("c", epochs=8, patience=2)]
+    assert experiments.comparison_table([early_stopping, control]) == ""  # epochs and patience differ

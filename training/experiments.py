@@ -58,8 +58,12 @@ class Run:
 
     @property
     def settings(self) -> dict:
-        """The settings that make the recipe (everything but the seed and where the run writes)."""
-        return {k: v for k, v in self.config.items() if k not in NOT_RECIPE}
+        """The settings that make the recipe (everything but the seed and where the run writes). A patience of at
+        least the run's epochs never stops it, so it is left out: such runs differ in their epochs alone."""
+        settings = {k: v for k, v in self.config.items() if k not in NOT_RECIPE}
+        if settings.get("patience") is not None and settings["patience"] >= settings.get("epochs", 0):
+            del settings["patience"]
+        return settings
 
     @property
     def recipe(self) -> tuple:
